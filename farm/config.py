@@ -1,0 +1,288 @@
+"""One typed configuration tree, from the CLI (or a Tune trial) to the training worker.
+
+The defaults are the AMF paper's (Sec. 4.2): lambda_* = 2, lambda_k = lambda*_k = 1, K = 100,
+cut-switch block 50 on 224 crops, Adam lr 1e-4, batch 50, early stopping. `presets/cpu.yaml`
+holds the CPU-friendly overrides used for the synthetic set and the tests.
+
+Everything is a frozen dataclass validated once in `__post_init__`. YAML files and `--set
+key=value` overrides are merged into it by `load_config`; `flatten` / `unflatten` turn it into
+the flat `{"amf.num_samples": 100, ...}` mapping used by search spaces and trackers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BP4D_AUS = ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24")
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the key."""
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = ""
+    """Prepared dataset directory (written by `farm data synth` or `farm data prepare`)."""
+    modalities: tuple[str, ...] = ()
+    """Modalities to load; empty = every modality the dataset holds."""
+    aus: tuple[str, ...] = BP4D_AUS
+    """Action units to detect (the standard BP4D twelve, see DOMAIN.md section 2)."""
+    fold: str = "P1"
+    """Fold to run, named by its TEST partition (fold P3 = train P1+P2, test P3)."""
+    val_fraction: float = 0.2
+    """Share of the fold's training subjects held out (subject-exclusive) for early stopping."""
+    split_seed: int = 0
+    """Seed of the validation carve-out."""
+    num_workers: int = 0
+    """DataLoader worker processes decoding frames (0 = decode in the training process)."""
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        _check(len(self.aus) > 0, "data.aus", "must name at least one AU")
+        _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    fusion: str = "amf"
+    """Fusion head: amf, late, early, cam or single:<modality>."""
+    backbone: str = "resnet18"
+    """Backbone per modality: resnet18 (paper) or resnet10 (one block per stage, for CPU tests)."""
+    pretrained: str = "none"
+    """Backbone weights: none (random init), imagenet (torchvision download) or a local .pth file."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.fusion), "model.fusion", "must not be empty")
+
+
+@dataclass(frozen=True)
+class AMFConfig:
+    num_samples: int = 100
+    """K, Gumbel-softmax samples per frame (Eq. 9)."""
+    lambda_fused: float = 2.0
+    """lambda_*, weight of the fused loss L* (Eq. 11)."""
+    lambda_modality: float = 1.0
+    """lambda_k, weight of each per-modality loss L^k (Eq. 8, 11)."""
+    lambda_guidance: float = 1.0
+    """lambda*_k, weight of each reverse-gradient guidance loss L*k (Eq. 10, 11)."""
+    tau_start: float = 1.0
+    """Gumbel-softmax temperature at the start of training."""
+    tau_floor: float = 0.5
+    """Temperature the schedule decays towards."""
+    tau_decay: float = 0.3
+    """Decay rate per epoch: tau(t) = floor + (start - floor) * exp(-decay * t), t in epochs."""
+    tau_unit: str = "epoch"
+    """Update tau once per epoch ('epoch') or every optimiser step with fractional t ('step')."""
+    eval_mode: str = "mean"
+    """Evaluation: 'mean' = K-sample vote with Gumbel noise from a fixed seed; 'argmax' = per
+    dimension the modality with the highest score, no noise (one fused vector)."""
+    eval_seed: int = 0
+    """Seed of the evaluation noise in 'mean' mode (reset at every evaluation batch)."""
+
+    def __post_init__(self) -> None:
+        _check(self.num_samples >= 1, "amf.num_samples", f"must be >= 1, got {self.num_samples}")
+        for name in ("lambda_fused", "lambda_modality", "lambda_guidance"):
+            _check(getattr(self, name) >= 0, f"amf.{name}", f"must be >= 0, got {getattr(self, name)}")
+        _check(self.tau_start > 0 and self.tau_floor > 0, "amf.tau_start", "temperatures must be > 0")
+        _check(self.tau_floor <= self.tau_start, "amf.tau_floor", f"must be <= tau_start ({self.tau_start})")
+        _check(self.tau_decay >= 0, "amf.tau_decay", f"must be >= 0, got {self.tau_decay}")
+        _check(self.tau_unit in ("epoch", "step"), "amf.tau_unit", f"must be 'epoch' or 'step', got {self.tau_unit!r}")
+        _check(self.eval_mode in ("mean", "argmax"), "amf.eval_mode", f"must be 'mean' or 'argmax', got {self.eval_mode!r}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_size: int = 0
+    """Training random crop / test centre crop in pixels; 0 = 7/8 of the stored size (224 of 256)."""
+    flip: bool = True
+    """Random horizontal flip (the same for every modality of a frame)."""
+    cut_switch_block: int = 50
+    """Cut-switch box side in pixels of a 224 crop, scaled with the crop (50 -> 12 on a 56 crop);
+    0 = off."""
+    cut_switch_prob: float = 1.0
+    """Probability that a training frame is cut-switched."""
+
+    def __post_init__(self) -> None:
+        _check(self.crop_size >= 0, "augment.crop_size", f"must be >= 0, got {self.crop_size}")
+        _check(0 <= self.cut_switch_block <= 224, "augment.cut_switch_block", f"must be in [0, 224], got {self.cut_switch_block}")
+        _check(0.0 <= self.cut_switch_prob <= 1.0, "augment.cut_switch_prob", f"must be in [0, 1], got {self.cut_switch_prob}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    """Maximum epochs; early stopping usually ends sooner."""
+    patience: int = 5
+    """Epochs without a better validation F1 before stopping."""
+    batch_size: int = 50
+    eval_batch_size: int = 100
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    seed: int = 0
+    """Seed of initialisation, sampling order, augmentation and Gumbel noise."""
+    device: str = "auto"
+    """'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'."""
+    max_train_batches: int = 0
+    """Cap on optimiser steps per epoch (0 = a full pass); for smoke runs."""
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            _check(getattr(self, name) >= 1, f"train.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _check(self.patience >= 1, "train.patience", f"must be >= 1, got {self.patience}")
+        _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _check(self.max_train_batches >= 0, "train.max_train_batches", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    amf: AMFConfig = field(default_factory=AMFConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# flat <-> tree, YAML, overrides
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """`{"amf.num_samples": 100, ...}` with tuples kept as tuples."""
+    flat: dict[str, Any] = {}
+    for section in fields(cfg):
+        sub = getattr(cfg, section.name)
+        for f in fields(sub):
+            flat[f"{section.name}.{f.name}"] = getattr(sub, f.name)
+    return flat
+
+
+def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    """Nested plain dict (tuples as lists), the form written to YAML and JSON."""
+    return {
+        s.name: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(cfg, s.name)).items()}
+        for s in fields(cfg)
+    }
+
+
+def valid_keys() -> list[str]:
+    return sorted(flatten(Config()))
+
+
+def _field_types() -> dict[str, Any]:
+    types: dict[str, Any] = {}
+    for section in fields(Config):
+        cls = typing.get_type_hints(Config)[section.name]
+        for name, tp in typing.get_type_hints(cls).items():
+            types[f"{section.name}.{name}"] = tp
+    return types
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Convert a YAML / CLI / Tune value to the type of field `key`, or raise ConfigError."""
+    types = _field_types()
+    if key not in types:
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(types))}")
+    tp = types[key]
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if value.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, (bool, int)) and value in (0, 1):
+                return bool(value)
+            raise ValueError(value)
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if tp is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError(value)
+            return str(value)
+        if typing.get_origin(tp) is tuple:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(value)
+            return tuple(str(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}") from None
+    raise ConfigError(f"{key}: unsupported field type {tp}")  # pragma: no cover
+
+
+def unflatten(flat: dict[str, Any], base: Config | None = None) -> Config:
+    """Apply a flat mapping of (possibly string) values over `base` and validate."""
+    base = base or Config()
+    updates: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        value = coerce(key, value)
+        section, name = key.split(".", 1)
+        updates.setdefault(section, {})[name] = value
+    try:
+        return dataclasses.replace(
+            base, **{s: dataclasses.replace(getattr(base, s), **kv) for s, kv in updates.items()}
+        )
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:  # pragma: no cover - coerce() guards types
+        raise ConfigError(str(e)) from None
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. amf.num_samples=16")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Flat mapping from a nested config YAML file; a preset name (e.g. 'cpu') also works."""
+    p = Path(path)
+    if not p.exists() and (PRESET_DIR / f"{path}.yaml").exists():
+        p = PRESET_DIR / f"{path}.yaml"
+    if not p.exists():
+        presets = sorted(q.stem for q in PRESET_DIR.glob("*.yaml"))
+        raise ConfigError(f"config file {path} not found (presets: {', '.join(presets)})")
+    try:
+        tree = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections (data, model, amf, augment, train)")
+    flat: dict[str, Any] = {}
+    for section, values in tree.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{p}: section {section!r} must be a mapping, got {type(values).__name__}")
+        for k, v in values.items():
+            flat[f"{section}.{k}"] = v
+    return flat
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults <- YAML file (or preset) <- overrides, validated once."""
+    flat = read_yaml_config(path) if path else {}
+    flat.update(overrides or {})
+    return unflatten(flat)

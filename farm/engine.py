@@ -1,0 +1,252 @@
+"""Training and evaluation of one subject-exclusive fold. Plain PyTorch: no Ray, Optuna or MLflow.
+
+`fit_fold(cfg)` trains on the fold's training subjects, early-stops on its validation subjects
+(carved from the training subjects), then evaluates the best epoch's weights once on the test
+partition. The farm plugs in through two arguments, both no-ops by default:
+- `report(metrics, checkpoint)`: called once per epoch with the epoch's metrics and the directory
+  of the epoch checkpoint (Ray Train's `report`);
+- `tracker`: an object with `log_params`, `log_metrics` (MLflow).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from farm.config import Config, flatten, to_dict
+from farm.data.augment import scaled_block
+from farm.data.dataset import FrameDataset
+from farm.data.folds import Split, check_partitions, dataset_partitions, make_split
+from farm.data.store import FrameStore
+from farm.metrics import all_positive_f1, au_counts, summarize
+from farm.models import FusionModel, build_model, fusion_modalities
+
+
+class Tracker(Protocol):
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+
+
+class NullTracker:
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+
+Report = Callable[..., None]
+
+
+def no_report(metrics: dict[str, float], checkpoint: str | None = None) -> None:
+    pass
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says when."""
+
+
+@dataclass
+class FoldResult:
+    fusion: str
+    fold: str
+    test: dict
+    val: dict
+    epochs_run: int
+    best_epoch: int
+    config: dict
+    split: dict = field(default_factory=dict)
+    data_hash: str = ""
+    baseline_all_positive: float = float("nan")
+    """Test F1 of predicting every AU present, on the same frames: the floor to beat."""
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def fold_split(cfg: Config, store: FrameStore) -> Split:
+    parts = dataset_partitions(store.meta)
+    check_partitions(parts, set(store.subjects))
+    return make_split(parts, cfg.data.fold, cfg.data.val_fraction, cfg.data.split_seed)
+
+
+def crop_size(cfg: Config, store: FrameStore, modalities: tuple[str, ...]) -> int:
+    if cfg.augment.crop_size:
+        return cfg.augment.crop_size
+    side = min(min(store.meta.modality(m).height, store.meta.modality(m).width) for m in modalities)
+    return round(side * 224 / 256)  # the paper's 224 crop of 256 faces
+
+
+def build_loaders(cfg: Config, store: FrameStore, split: Split, modalities: tuple[str, ...]) -> dict[str, DataLoader]:
+    crop = crop_size(cfg, store, modalities)
+    common = dict(store=store, modalities=modalities, aus=cfg.data.aus, crop=crop)
+    sets = {
+        "train": FrameDataset(subjects=split.train, train=True, flip=cfg.augment.flip,
+                              cut_switch_block=scaled_block(cfg.augment.cut_switch_block, crop),
+                              cut_switch_prob=cfg.augment.cut_switch_prob, **common),
+        "val": FrameDataset(subjects=split.val, **common),
+        "test": FrameDataset(subjects=split.test, **common),
+    }  # fmt: skip
+    for name, ds in sets.items():
+        if len(ds) == 0:
+            raise ValueError(f"fold {split.fold}: the {name} subjects have no frames in {store.root}")
+    workers = cfg.data.num_workers
+    loader_args = dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    return {
+        "train": DataLoader(sets["train"], batch_size=cfg.train.batch_size, shuffle=True, drop_last=len(sets["train"]) > cfg.train.batch_size, generator=gen, **loader_args),
+        "val": DataLoader(sets["val"], batch_size=cfg.train.eval_batch_size, shuffle=False, **loader_args),
+        "test": DataLoader(sets["test"], batch_size=cfg.train.eval_batch_size, shuffle=False, **loader_args),
+    }  # fmt: skip
+
+
+def _to_device(x: dict[str, torch.Tensor], y: torch.Tensor, device: torch.device):
+    x = {m: t.to(device, non_blocking=True) for m, t in x.items()}
+    y = y.to(device, non_blocking=True)
+    return x, (y == 1).float(), (y >= 0).float()  # inputs, target, mask (0 = unknown label)
+
+
+def train_one_epoch(
+    model: FusionModel, loader: DataLoader, optimizer: torch.optim.Optimizer, device: torch.device,
+    epoch: int, max_batches: int = 0,
+) -> dict[str, float]:  # fmt: skip
+    model.train()
+    steps = len(loader) if not max_batches else min(max_batches, len(loader))
+    sums: dict[str, torch.Tensor] = {}
+    for step, (x, y) in enumerate(loader):
+        if step >= steps:
+            break
+        model.set_progress(epoch + step / steps)
+        x, target, mask = _to_device(x, y, device)
+        out = model(x)
+        loss, parts = model.loss(out, target, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+    metrics = {f"train/{k}": float(v) / steps for k, v in sums.items()}  # one host sync per epoch
+    if not math.isfinite(metrics.get("train/loss", 0.0)):
+        raise TrainingDiverged(f"training loss is {metrics['train/loss']} in epoch {epoch}")
+    if hasattr(model, "tau"):
+        metrics["train/tau"] = float(model.tau)
+    return metrics
+
+
+@torch.no_grad()
+def predict(model: FusionModel, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray, float]:
+    """-> probabilities (N, A), labels (N, A) in {1, 0, -1}, mean loss."""
+    model.eval()
+    probs, labels, loss_sum, n = [], [], 0.0, 0
+    for x, y in loader:
+        xd, target, mask = _to_device(x, y, device)
+        out = model(xd)
+        loss, _ = model.loss(out, target, mask)
+        probs.append(out["probs"].float().cpu().numpy())
+        labels.append(y.numpy())
+        loss_sum += float(loss) * len(y)
+        n += len(y)
+    return np.concatenate(probs), np.concatenate(labels), loss_sum / max(n, 1)
+
+
+def _save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit_fold(
+    cfg: Config,
+    *,
+    report: Report = no_report,
+    tracker: Tracker | None = None,
+    checkpoint_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> FoldResult:
+    """Train, early-stop on validation F1, test the best epoch. Resumes from `checkpoint_dir/last.pt`."""
+    start = time.time()
+    tracker = tracker or NullTracker()
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    store = FrameStore(cfg.data.path)
+    modalities = fusion_modalities(cfg.model.fusion, cfg.data.modalities, store.meta.modality_names)
+    split = fold_split(cfg, store)
+    loaders = build_loaders(cfg, store, split, modalities)
+    device = resolve_device(cfg.train.device)
+    model = build_model(cfg, {m: store.meta.modality(m).channels for m in modalities}, len(cfg.data.aus)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    tracker.log_params(flatten(cfg))
+
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+    history: list[dict[str, float]] = []
+    best_f1, best_epoch, first_epoch, best_state = -1.0, -1, 0, None
+    if ckpt and (ckpt / "last.pt").exists():
+        state = torch.load(ckpt / "last.pt", map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, best_f1, best_epoch = state["history"], state["best_f1"], state["best_epoch"]
+        first_epoch = state["epoch"] + 1
+        torch.set_rng_state(state["rng"])
+        log(f"resumed fold {split.fold} from {ckpt / 'last.pt'} after epoch {state['epoch']}")
+    if ckpt:
+        ckpt.mkdir(parents=True, exist_ok=True)
+
+    log(f"fold {split.fold}: {len(loaders['train'].dataset)} train / {len(loaders['val'].dataset)} val / "
+        f"{len(loaders['test'].dataset)} test frames; {cfg.model.fusion} on {', '.join(modalities)}; {device}")  # fmt: skip
+    for epoch in range(first_epoch, cfg.train.epochs):
+        if epoch - best_epoch > cfg.train.patience and best_epoch >= 0:
+            break
+        t0 = time.time()
+        metrics = {"epoch": epoch, **train_one_epoch(model, loaders["train"], optimizer, device, epoch, cfg.train.max_train_batches)}
+        probs, labels, val_loss = predict(model, loaders["val"], device)
+        val = summarize(au_counts(probs, labels), cfg.data.aus)
+        metrics.update({"val/loss": val_loss, "val/f1_mean": val["f1_mean"], **{f"val/f1_{au}": f for au, f in val["f1"].items()}})
+        metrics["time/epoch_s"] = time.time() - t0
+        history.append(metrics)
+        improved = val["f1_mean"] > best_f1
+        if improved:
+            best_f1, best_epoch = val["f1_mean"], epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        log(f"epoch {epoch:3d}  train/loss {metrics['train/loss']:.4f}  val/loss {val_loss:.4f}  "
+            f"val/f1 {val['f1_mean']:.3f}{'  *' if improved else ''}  ({metrics['time/epoch_s']:.1f}s)")  # fmt: skip
+        tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        if ckpt:
+            if improved:
+                _save({"model": best_state, "config": to_dict(cfg), "epoch": epoch, "val_f1": best_f1}, ckpt / "best.pt")
+            _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": to_dict(cfg), "epoch": epoch,
+                   "history": history, "best_f1": best_f1, "best_epoch": best_epoch, "rng": torch.get_rng_state()},
+                  ckpt / "last.pt")  # fmt: skip
+        report(metrics, checkpoint=str(ckpt) if ckpt else None)
+
+    if best_state is None and ckpt and (ckpt / "best.pt").exists():  # resumed after the last improvement
+        best_state = torch.load(ckpt / "best.pt", map_location=device, weights_only=True)["model"]
+    if best_state is None:
+        raise RuntimeError(f"fold {split.fold}: no epoch was trained (train.epochs={cfg.train.epochs})")
+    model.load_state_dict(best_state)
+    probs, labels, _ = predict(model, loaders["val"], device)
+    val = summarize(au_counts(probs, labels), cfg.data.aus)
+    probs, labels, _ = predict(model, loaders["test"], device)
+    test = summarize(au_counts(probs, labels), cfg.data.aus)
+    tracker.log_metrics({"test/f1_mean": test["f1_mean"], **{f"test/f1_{au}": f for au, f in test["f1"].items()}})
+    return FoldResult(
+        fusion=cfg.model.fusion, fold=split.fold, test=test, val=val, epochs_run=len(history), best_epoch=best_epoch,
+        config=to_dict(cfg), split=split.to_dict(), data_hash=store.meta.data_hash,
+        baseline_all_positive=all_positive_f1(labels), history=history, seconds=time.time() - start,
+    )  # fmt: skip

@@ -1,0 +1,81 @@
+"""Fusion model registry. `build_model(cfg, channels, num_aus)` is the only place that reads config."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from farm.config import Config
+from farm.models.amf import AMF
+from farm.models.backbones import BACKBONES, build_backbone
+from farm.models.heads import ChannelAttentionFusion, EarlyFusion, FusionModel, LateFusion, SingleModality
+
+__all__ = ["AMF", "BACKBONES", "FUSIONS", "FusionModel", "build_model", "fusion_modalities", "parse_fusion"]
+
+
+def _per_modality(cfg: Config, channels: dict[str, int]) -> dict:
+    return {m: build_backbone(cfg.model.backbone, c, cfg.model.pretrained) for m, c in channels.items()}
+
+
+def _amf(cfg: Config, channels: dict[str, int], num_aus: int) -> FusionModel:
+    a = cfg.amf
+    return AMF(
+        _per_modality(cfg, channels), num_aus,
+        num_samples=a.num_samples, lambda_fused=a.lambda_fused, lambda_modality=a.lambda_modality,
+        lambda_guidance=a.lambda_guidance, tau_start=a.tau_start, tau_floor=a.tau_floor, tau_decay=a.tau_decay,
+        tau_unit=a.tau_unit, eval_mode=a.eval_mode, eval_seed=a.eval_seed,
+    )  # fmt: skip
+
+
+def _late(cfg: Config, channels: dict[str, int], num_aus: int) -> FusionModel:
+    return LateFusion(_per_modality(cfg, channels), num_aus)
+
+
+def _cam(cfg: Config, channels: dict[str, int], num_aus: int) -> FusionModel:
+    return ChannelAttentionFusion(_per_modality(cfg, channels), num_aus)
+
+
+def _early(cfg: Config, channels: dict[str, int], num_aus: int) -> FusionModel:
+    backbone = build_backbone(cfg.model.backbone, sum(channels.values()), cfg.model.pretrained)
+    return EarlyFusion(tuple(channels), backbone, num_aus)
+
+
+def _single(cfg: Config, channels: dict[str, int], num_aus: int) -> FusionModel:
+    ((modality, c),) = channels.items()
+    return SingleModality(modality, build_backbone(cfg.model.backbone, c, cfg.model.pretrained), num_aus)
+
+
+FUSIONS: dict[str, Callable[[Config, dict[str, int], int], FusionModel]] = {
+    "amf": _amf,
+    "late": _late,
+    "early": _early,
+    "cam": _cam,
+    "single": _single,
+}
+
+
+def parse_fusion(spec: str) -> tuple[str, str | None]:
+    """'amf' -> ('amf', None); 'single:depth' -> ('single', 'depth'). Raises KeyError if unknown."""
+    name, _, arg = spec.partition(":")
+    if name not in FUSIONS:
+        raise KeyError(f"unknown fusion {spec!r}; valid: {', '.join(n if n != 'single' else 'single:<modality>' for n in FUSIONS)}")
+    if (name == "single") != bool(arg):
+        raise KeyError(f"fusion {spec!r}: 'single' takes a modality (single:visual); the others take none")
+    return name, arg or None
+
+
+def fusion_modalities(spec: str, requested: tuple[str, ...], available: tuple[str, ...]) -> tuple[str, ...]:
+    """The modalities a fusion head reads, checked against the dataset's."""
+    name, arg = parse_fusion(spec)
+    wanted = (arg,) if arg else (requested or available)
+    unknown = [m for m in wanted if m not in available]
+    if unknown:
+        raise ValueError(f"modality {', '.join(unknown)} not in the dataset (it holds {', '.join(available)})")
+    if name in ("amf", "late", "early", "cam") and len(wanted) < 2:
+        raise ValueError(f"fusion {name!r} needs at least two modalities, got {list(wanted)}; use single:<modality>")
+    return tuple(wanted)
+
+
+def build_model(cfg: Config, channels: dict[str, int], num_aus: int) -> FusionModel:
+    """channels: {modality: input channels} in the order the model should use."""
+    name, _ = parse_fusion(cfg.model.fusion)
+    return FUSIONS[name](cfg, channels, num_aus)
