@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -148,7 +147,9 @@ def format_result(result) -> str:
     for au, f1 in result.test["f1"].items():
         c = result.test["counts"][au]
         n = c["tp"] + c["fp"] + c["fn"] + c["tn"]
-        lines.append(f"{au:6s} {100 * f1:8.1f} {100 * result.val['f1'][au]:8.1f} {(c['tp'] + c['fn']) / max(n, 1):9.2f}")
+        lines.append(
+            f"{au:6s} {100 * f1:8.1f} {100 * result.val['f1'][au]:8.1f} {(c['tp'] + c['fn']) / max(n, 1):9.2f}"
+        )
     lines.append(f"{'mean':6s} {100 * result.test['f1_mean']:8.1f} {100 * result.val['f1_mean']:8.1f}")
     lines.append(f"all-positive predictor on the same test frames: {100 * result.baseline_all_positive:.1f}")
     return "\n".join(lines)

@@ -100,7 +100,9 @@ class AMFConfig:
         _check(self.tau_floor <= self.tau_start, "amf.tau_floor", f"must be <= tau_start ({self.tau_start})")
         _check(self.tau_decay >= 0, "amf.tau_decay", f"must be >= 0, got {self.tau_decay}")
         _check(self.tau_unit in ("epoch", "step"), "amf.tau_unit", f"must be 'epoch' or 'step', got {self.tau_unit!r}")
-        _check(self.eval_mode in ("mean", "argmax"), "amf.eval_mode", f"must be 'mean' or 'argmax', got {self.eval_mode!r}")
+        _check(
+            self.eval_mode in ("mean", "argmax"), "amf.eval_mode", f"must be 'mean' or 'argmax', got {self.eval_mode!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,16 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         _check(self.crop_size >= 0, "augment.crop_size", f"must be >= 0, got {self.crop_size}")
-        _check(0 <= self.cut_switch_block <= 224, "augment.cut_switch_block", f"must be in [0, 224], got {self.cut_switch_block}")
-        _check(0.0 <= self.cut_switch_prob <= 1.0, "augment.cut_switch_prob", f"must be in [0, 1], got {self.cut_switch_prob}")
+        _check(
+            0 <= self.cut_switch_block <= 224,
+            "augment.cut_switch_block",
+            f"must be in [0, 224], got {self.cut_switch_block}",
+        )
+        _check(
+            0.0 <= self.cut_switch_prob <= 1.0,
+            "augment.cut_switch_prob",
+            f"must be in [0, 1], got {self.cut_switch_prob}",
+        )
 
 
 @dataclass(frozen=True)

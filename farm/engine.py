@@ -14,9 +14,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -214,10 +215,15 @@ def fit_fold(
         if epoch - best_epoch > cfg.train.patience and best_epoch >= 0:
             break
         t0 = time.time()
-        metrics = {"epoch": epoch, **train_one_epoch(model, loaders["train"], optimizer, device, epoch, cfg.train.max_train_batches)}
+        metrics = {
+            "epoch": epoch,
+            **train_one_epoch(model, loaders["train"], optimizer, device, epoch, cfg.train.max_train_batches),
+        }
         probs, labels, val_loss = predict(model, loaders["val"], device)
         val = summarize(au_counts(probs, labels), cfg.data.aus)
-        metrics.update({"val/loss": val_loss, "val/f1_mean": val["f1_mean"], **{f"val/f1_{au}": f for au, f in val["f1"].items()}})
+        metrics.update(
+            {"val/loss": val_loss, "val/f1_mean": val["f1_mean"], **{f"val/f1_{au}": f for au, f in val["f1"].items()}}
+        )
         metrics["time/epoch_s"] = time.time() - t0
         history.append(metrics)
         improved = val["f1_mean"] > best_f1
@@ -229,7 +235,9 @@ def fit_fold(
         tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
         if ckpt:
             if improved:
-                _save({"model": best_state, "config": to_dict(cfg), "epoch": epoch, "val_f1": best_f1}, ckpt / "best.pt")
+                _save(
+                    {"model": best_state, "config": to_dict(cfg), "epoch": epoch, "val_f1": best_f1}, ckpt / "best.pt"
+                )
             _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": to_dict(cfg), "epoch": epoch,
                    "history": history, "best_f1": best_f1, "best_epoch": best_epoch, "rng": torch.get_rng_state()},
                   ckpt / "last.pt")  # fmt: skip

@@ -18,7 +18,9 @@ def test_frozen():
 
 
 def test_flat_round_trip_and_coercion_from_strings():
-    cfg = unflatten({"amf.num_samples": "16", "augment.flip": "false", "train.lr": "1e-3", "data.modalities": "visual,depth"})
+    cfg = unflatten(
+        {"amf.num_samples": "16", "augment.flip": "false", "train.lr": "1e-3", "data.modalities": "visual,depth"}
+    )
     assert cfg.amf.num_samples == 16 and cfg.augment.flip is False and cfg.train.lr == 1e-3
     assert cfg.data.modalities == ("visual", "depth")
     assert unflatten(flatten(cfg)) == cfg

@@ -15,7 +15,9 @@ import numpy as np
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def random_crop_flip(images: dict[str, np.ndarray], crop: int, flip: bool, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def random_crop_flip(
+    images: dict[str, np.ndarray], crop: int, flip: bool, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     h, w = next(iter(images.values())).shape[:2]
     top = int(rng.integers(0, h - crop + 1))
     left = int(rng.integers(0, w - crop + 1))

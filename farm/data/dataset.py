@@ -40,7 +40,9 @@ class FrameDataset(Dataset):
         for m in self.modalities:
             spec = store.meta.modality(m)
             if crop > min(spec.height, spec.width):
-                raise ValueError(f"augment.crop_size {crop} exceeds the {spec.height}x{spec.width} {m} images of {store.root}")
+                raise ValueError(
+                    f"augment.crop_size {crop} exceeds the {spec.height}x{spec.width} {m} images of {store.root}"
+                )
 
     def __len__(self) -> int:
         return len(self.indices)

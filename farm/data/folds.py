@@ -44,7 +44,9 @@ class Split:
         return {**asdict(self), "hash": self.hash}
 
 
-def balanced_partitions(subjects: dict[str, dict], num_partitions: int = 3, seed: int = 0) -> dict[str, tuple[str, ...]]:
+def balanced_partitions(
+    subjects: dict[str, dict], num_partitions: int = 3, seed: int = 0
+) -> dict[str, tuple[str, ...]]:
     """Seeded, sex-balanced partitions P1..Pn: subjects of each sex shuffled and dealt round-robin."""
     rng = np.random.default_rng(seed)
     parts: list[list[str]] = [[] for _ in range(num_partitions)]

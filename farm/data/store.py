@@ -132,7 +132,9 @@ def decode_image(data: bytes | memoryview, spec: ModalitySpec, codec: str) -> np
     if img.ndim == 2:
         img = img[..., None]
     if img.shape != (spec.height, spec.width, spec.channels):
-        raise DatasetError(f"{spec.name}: image of shape {img.shape}, expected {(spec.height, spec.width, spec.channels)}")
+        raise DatasetError(
+            f"{spec.name}: image of shape {img.shape}, expected {(spec.height, spec.width, spec.channels)}"
+        )
     return img
 
 
@@ -222,8 +224,15 @@ class DatasetWriter:
         sink = pa.BufferOutputStream()
         pq.write_table(pa.table(cols), sink)
         _atomic_write_bytes(self.root / MANIFEST_FILE, sink.getvalue().to_pybytes())
-        meta = DatasetMeta(**{**asdict(self.meta), "modalities": self.meta.modalities, "aus": self.meta.aus,
-                              "num_frames": len(labels), "data_hash": self._hash.hexdigest()[:16]})
+        meta = DatasetMeta(
+            **{
+                **asdict(self.meta),
+                "modalities": self.meta.modalities,
+                "aus": self.meta.aus,
+                "num_frames": len(labels),
+                "data_hash": self._hash.hexdigest()[:16],
+            }
+        )
         _atomic_write_bytes(self.root / META_FILE, meta.to_json().encode())
         return meta
 
@@ -243,7 +252,11 @@ class FrameStore:
             self.manifest = pq.read_table(path)
         except (OSError, pa.ArrowException) as e:
             raise DatasetError(f"{path}: cannot read the manifest ({e})") from None
-        missing = [c for c in ("subject", "task", "frame", "shard", "row", *self.meta.aus) if c not in self.manifest.column_names]
+        missing = [
+            c
+            for c in ("subject", "task", "frame", "shard", "row", *self.meta.aus)
+            if c not in self.manifest.column_names
+        ]
         if missing:
             raise DatasetError(f"{path}: missing columns {missing}")
         self.subjects = np.asarray(self.manifest.column("subject").to_pylist(), dtype=object)

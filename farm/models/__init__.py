@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from farm.config import Config
 from farm.models.amf import AMF
@@ -57,7 +57,9 @@ def parse_fusion(spec: str) -> tuple[str, str | None]:
     """'amf' -> ('amf', None); 'single:depth' -> ('single', 'depth'). Raises KeyError if unknown."""
     name, _, arg = spec.partition(":")
     if name not in FUSIONS:
-        raise KeyError(f"unknown fusion {spec!r}; valid: {', '.join(n if n != 'single' else 'single:<modality>' for n in FUSIONS)}")
+        raise KeyError(
+            f"unknown fusion {spec!r}; valid: {', '.join(n if n != 'single' else 'single:<modality>' for n in FUSIONS)}"
+        )
     if (name == "single") != bool(arg):
         raise KeyError(f"fusion {spec!r}: 'single' takes a modality (single:visual); the others take none")
     return name, arg or None

@@ -8,8 +8,8 @@ for 1-channel inputs the RGB filters of conv1 are summed, as timm's `adapt_input
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -64,7 +64,9 @@ def _load_weights(model: ResNetFeatures, pretrained: str, arch: str) -> None:
     missing, unexpected = model.net.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
-        raise ValueError(f"model.pretrained={pretrained}: weights do not fit {arch} (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise ValueError(
+            f"model.pretrained={pretrained}: weights do not fit {arch} (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
 
 
 def _resnet18() -> ResNet:

@@ -22,7 +22,7 @@ def test_crop_and_flip_are_the_same_for_every_modality():
         assert out["a"].shape == (12, 12, 1) and out["c"].shape == (12, 12, 3)
         assert np.array_equal(out["a"], out["b"]) and np.array_equal(out["a"][..., 0], out["c"][..., 1])
         # the crop is a window of the original, possibly mirrored
-        windows = [base[t : t + 12, l : l + 12] for t in range(5) for l in range(5)]
+        windows = [base[t : t + 12, c : c + 12] for t in range(5) for c in range(5)]
         plain = any(np.array_equal(out["a"], w) for w in windows)
         mirrored = any(np.array_equal(out["a"], w[:, ::-1]) for w in windows)
         assert plain or mirrored

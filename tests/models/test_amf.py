@@ -119,7 +119,9 @@ def test_lambdas_weight_the_objective():
     base.train()
     torch.manual_seed(5)
     total, parts = base.loss(base(x), target, mask)
-    expected = 2.0 * parts["loss_fused"] + sum(parts[f"loss/{k}"] + parts[f"loss_guide/{k}"] for k in ("visual", "depth"))
+    expected = 2.0 * parts["loss_fused"] + sum(
+        parts[f"loss/{k}"] + parts[f"loss_guide/{k}"] for k in ("visual", "depth")
+    )
     assert total.item() == pytest.approx(float(expected), rel=1e-5)
 
 

@@ -7,7 +7,9 @@ from farm.config import unflatten
 from farm.models import FUSIONS, build_model, fusion_modalities, parse_fusion
 
 CHANNELS = {"visual": 3, "depth": 1, "thermal": 1}
-SPECS = [name if name != "single" else f"single:{m}" for name in FUSIONS for m in (["depth"] if name == "single" else [None])]
+SPECS = [
+    name if name != "single" else f"single:{m}" for name in FUSIONS for m in (["depth"] if name == "single" else [None])
+]
 SPECS += ["single:visual"]
 
 

@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+
+from farm.config import BP4D_AUS
+from farm.data.store import DatasetMeta, DatasetWriter, ModalitySpec
+
+
+def write_tiny_dataset(root, num_subjects=6, frames=10, size=20, seed=0, modalities=("visual", "depth")):
+    """A hand-made dataset in the farm's format: AU1 brightens visual, AU2 brightens depth."""
+    rng = np.random.default_rng(seed)
+    chans = {"visual": 3, "depth": 1, "thermal": 1}
+    subjects = {
+        (f"F{i // 2 + 1:03d}" if i % 2 == 0 else f"M{i // 2 + 1:03d}"): {"sex": "FM"[i % 2]}
+        for i in range(num_subjects)
+    }
+    meta = DatasetMeta(
+        "synthetic",
+        tuple(ModalitySpec(m, chans[m], size, size) for m in modalities),
+        BP4D_AUS,
+        subjects=subjects,
+        source={"tiny": seed},
+    )
+    w = DatasetWriter(root, meta)
+    for s in subjects:
+        labels = rng.integers(0, 2, (frames, len(BP4D_AUS)))
+        labels[0, 3] = -1
+        imgs = {}
+        for m in modalities:
+            base = rng.integers(0, 100, (frames, size, size, chans[m]))
+            bump = labels[:, 0 if m == "visual" else 1][:, None, None, None] * 120
+            imgs[m] = (base + bump).astype(np.uint8)
+        w.add(s, "T1", np.arange(frames), labels, imgs)
+    return w.close()
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    root = tmp_path / "tiny"
+    write_tiny_dataset(root)
+    return root

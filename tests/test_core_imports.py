@@ -1,0 +1,28 @@
+"""The pure core (model, data, engine, CLI) must import and run without Ray, Optuna or MLflow."""
+
+import subprocess
+import sys
+
+CODE = r"""
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("ray", "optuna", "mlflow"):
+            raise ImportError(f"core imported {name}")
+        return None
+
+sys.meta_path.insert(0, Block())
+import farm.config, farm.metrics, farm.engine, farm.models, farm.models.amf, farm.cli
+import farm.data.store, farm.data.dataset, farm.data.augment, farm.data.folds, farm.data.synth
+farm.cli.build_parser()
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("ray", "optuna", "mlflow"))
+assert not bad, bad
+print("core ok")
+"""
+
+
+def test_core_imports_without_ray_optuna_mlflow():
+    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "core ok" in out.stdout
