@@ -8,7 +8,8 @@ import sys
 import pytest
 
 FARM = [sys.executable, "-m", "farm.cli"]
-EASY = ["--subjects", "6", "--tasks", "2", "--frames", "40", "--size", "32", "--difficulty", "easy", "--seed", "1"]
+# 15 subjects: with fewer, 3-4 training subjects cannot generalise to unseen ones even on the easy set.
+EASY = ["--subjects", "15", "--tasks", "2", "--frames", "30", "--size", "32", "--difficulty", "easy", "--seed", "1"]
 
 
 def farm(*args, check=True):
@@ -33,19 +34,19 @@ def test_help_lists_subcommands_and_each_has_help():
     assert "--subjects" in farm("data", "synth", "--help").stdout
     train_help = farm("train", "--help").stdout
     assert "--fusion" in train_help and "amf.num_samples" in train_help
-    assert "test partition" in farm("data", "folds", "--help").stdout
+    assert "test partition" in " ".join(farm("data", "folds", "--help").stdout.lower().split())
 
 
 def test_synth_reuses_and_refuses_a_different_dataset(easy_set):
     again = farm("data", "synth", "--out", easy_set, *EASY)
-    assert "480 frames" in again.stdout
+    assert "900 frames" in again.stdout
     other = farm("data", "synth", "--out", easy_set, *EASY[:-2], "--seed", "2", check=False)
     assert other.returncode == 2 and "seed" in other.stderr and "Traceback" not in other.stderr
 
 
 def test_check_and_folds(easy_set):
     out = farm("data", "check", easy_set).stdout
-    assert "6 subjects" in out and "AU12" in out
+    assert "15 subjects" in out and "AU12" in out
     folds = farm("data", "folds", easy_set).stdout
     assert folds.count("fold P") == 3 and "split hash" in folds
 

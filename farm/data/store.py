@@ -290,11 +290,12 @@ class FrameStore:
 
     def image(self, index: int, modality: str) -> np.ndarray:
         """(H, W, C) uint8 image of frame `index` (manifest row) in `modality`."""
+        spec = self.meta.modality(modality)  # a clear error for a modality the dataset lacks
         shard, row = int(self._shard[index]), int(self._row[index])
         if shard not in self._maps:
             self._maps[shard] = self._open_shard(shard)
         offsets, data = self._maps[shard][modality]
-        return decode_image(data[offsets[row] : offsets[row + 1]], self.meta.modality(modality), self.meta.codec)
+        return decode_image(data[offsets[row] : offsets[row + 1]], spec, self.meta.codec)
 
     def __getstate__(self) -> dict[str, Any]:
         # Memory maps do not pickle; each process re-opens them.

@@ -44,7 +44,7 @@ from farm.data.store import (
 
 MODALITIES = ("visual", "depth", "thermal")
 CHANNELS = {"visual": 3, "depth": 1, "thermal": 1}
-VERSION = 1
+VERSION = 2
 THRESHOLD = 0.3
 """Occurrence threshold on the latent intensity (full scale = 1)."""
 
@@ -56,10 +56,10 @@ AU_EFFECTS: dict[str, dict[str, float]] = {
     # AU1/2/7/12/15 are mainly visual.
     "AU1": {"visual": 1.0, "depth": 0.25, "thermal": 0.15},
     "AU2": {"visual": 1.0, "depth": 0.25, "thermal": 0.15},
-    "AU4": {"visual": 0.7, "depth": 0.35, "thermal": 1.0},
+    "AU4": {"visual": 0.55, "depth": 0.35, "thermal": 1.0},
     "AU6": {"visual": 0.3, "depth": 1.0, "thermal": 0.7},
     "AU7": {"visual": 1.0, "depth": 0.25, "thermal": 0.2},
-    "AU10": {"visual": 0.45, "depth": 1.0, "thermal": 0.2},
+    "AU10": {"visual": 0.4, "depth": 1.0, "thermal": 0.2},
     "AU12": {"visual": 1.0, "depth": 0.35, "thermal": 0.2},
     "AU14": {"visual": 0.35, "depth": 1.0, "thermal": 0.15},
     "AU15": {"visual": 1.0, "depth": 0.3, "thermal": 0.15},
@@ -68,7 +68,7 @@ AU_EFFECTS: dict[str, dict[str, float]] = {
     "AU24": {"visual": 0.45, "depth": 0.4, "thermal": 1.0},
 }
 
-UNIT = {"visual": 1.0, "depth": 2.5, "thermal": 1.0}
+UNIT = {"visual": 1.5, "depth": 2.5, "thermal": 1.0}
 """Per-modality scale of the renderer's AU deformations that makes AU_EFFECTS comparable across modalities."""
 
 DIFFICULTY: dict[str, dict[str, float]] = {
@@ -99,10 +99,34 @@ TASKS: list[dict[str, float]] = [
     {"smile": 0.35, "surprise": 0.12, "sad": 0.12, "press": 0.25, "frown": 0.45},  # T8 disgust
 ]
 # share of time of AU-specific episodes (all tasks)
-INDEPENDENT = {"AU1": 0.02, "AU2": 0.03, "AU4": 0.06, "AU6": 0.05, "AU7": 0.35, "AU10": 0.36, "AU12": 0.11,
-               "AU14": 0.18, "AU15": 0.04, "AU17": 0.21, "AU23": 0.03, "AU24": 0.02}
-TARGET_RATES = {"AU1": 0.21, "AU2": 0.17, "AU4": 0.20, "AU6": 0.46, "AU7": 0.55, "AU10": 0.59, "AU12": 0.56,
-                "AU14": 0.47, "AU15": 0.17, "AU17": 0.34, "AU23": 0.17, "AU24": 0.15}
+INDEPENDENT = {
+    "AU1": 0.02,
+    "AU2": 0.03,
+    "AU4": 0.06,
+    "AU6": 0.05,
+    "AU7": 0.35,
+    "AU10": 0.36,
+    "AU12": 0.11,
+    "AU14": 0.18,
+    "AU15": 0.04,
+    "AU17": 0.21,
+    "AU23": 0.03,
+    "AU24": 0.02,
+}
+TARGET_RATES = {
+    "AU1": 0.21,
+    "AU2": 0.17,
+    "AU4": 0.20,
+    "AU6": 0.46,
+    "AU7": 0.55,
+    "AU10": 0.59,
+    "AU12": 0.56,
+    "AU14": 0.47,
+    "AU15": 0.17,
+    "AU17": 0.34,
+    "AU23": 0.17,
+    "AU24": 0.15,
+}
 AU_INDEX = {au: j for j, au in enumerate(BP4D_AUS)}
 
 
@@ -211,18 +235,35 @@ def make_subject(seed: int, index: int) -> dict[str, Any]:
     tone = r.uniform(0.3, 0.85)
     skin = np.clip(tone * np.array([1.0, r.uniform(0.68, 0.84), r.uniform(0.52, 0.72)]), 0, 1)
     return {
-        "sex": sex, "cx": r.uniform(-0.06, 0.06), "cy": r.uniform(-0.04, 0.08),
-        "ax": r.uniform(0.58, 0.7) + (0.05 if sex == "M" else 0.0), "ay": r.uniform(0.78, 0.92),
-        "brow_y": r.uniform(-0.46, -0.3), "brow_th": r.uniform(0.035, 0.06), "brow_dark": r.uniform(0.35, 0.75),
-        "eye_x": r.uniform(0.3, 0.42), "eye_y": r.uniform(-0.22, -0.12), "eye_w": r.uniform(0.11, 0.16),
-        "eye_h": r.uniform(0.05, 0.075), "nose_y": r.uniform(0.12, 0.3), "mouth_y": r.uniform(0.47, 0.6),
-        "mouth_w": r.uniform(0.22, 0.34), "lip_th": r.uniform(0.06, 0.1), "hair_y": r.uniform(-1.0, -0.55),
-        "skin": skin, "lip": skin * np.array([0.9, 0.55, 0.6]) * r.uniform(0.75, 1.0),
-        "hair": r.uniform(0.04, 0.55) * np.array([1.0, 0.85, 0.7]), "bg": r.uniform(0.15, 0.75) * r.uniform(0.85, 1.15, 3),
+        "sex": sex,
+        "cx": r.uniform(-0.06, 0.06),
+        "cy": r.uniform(-0.04, 0.08),
+        "ax": r.uniform(0.58, 0.7) + (0.05 if sex == "M" else 0.0),
+        "ay": r.uniform(0.78, 0.92),
+        "brow_y": r.uniform(-0.46, -0.3),
+        "brow_th": r.uniform(0.035, 0.06),
+        "brow_dark": r.uniform(0.35, 0.75),
+        "eye_x": r.uniform(0.3, 0.42),
+        "eye_y": r.uniform(-0.22, -0.12),
+        "eye_w": r.uniform(0.11, 0.16),
+        "eye_h": r.uniform(0.05, 0.075),
+        "nose_y": r.uniform(0.12, 0.3),
+        "mouth_y": r.uniform(0.47, 0.6),
+        "mouth_w": r.uniform(0.22, 0.34),
+        "lip_th": r.uniform(0.06, 0.1),
+        "hair_y": r.uniform(-1.0, -0.55),
+        "skin": skin,
+        "lip": skin * np.array([0.9, 0.55, 0.6]) * r.uniform(0.75, 1.0),
+        "hair": r.uniform(0.04, 0.55) * np.array([1.0, 0.85, 0.7]),
+        "bg": r.uniform(0.15, 0.75) * r.uniform(0.85, 1.15, 3),
         "tex": (r.uniform(-3, 3, (6, 2)), r.uniform(0, 2 * np.pi, 6), r.uniform(0.3, 1.0, 6), r.uniform(0.5, 1.5, 3)),
-        "t_base": r.uniform(33.0, 35.5), "t_nose": r.uniform(0.5, 2.5), "t_eye": r.uniform(0.3, 1.0),
-        "t_fore": r.uniform(0.0, 0.8), "t_tex": (r.uniform(-3, 3, (4, 2)), r.uniform(0, 2 * np.pi, 4)),
-        "gain": r.uniform(0.5, 1.3), "au_gain": np.exp(r.normal(0, 0.2, len(BP4D_AUS))),
+        "t_base": r.uniform(33.0, 35.5),
+        "t_nose": r.uniform(0.5, 2.5),
+        "t_eye": r.uniform(0.3, 1.0),
+        "t_fore": r.uniform(0.0, 0.8),
+        "t_tex": (r.uniform(-3, 3, (4, 2)), r.uniform(0, 2 * np.pi, 4)),
+        "gain": r.uniform(0.5, 1.3),
+        "au_gain": np.exp(r.normal(0, 0.2, len(BP4D_AUS))),
         "rest": np.where(r.random(len(BP4D_AUS)) < 0.35, r.uniform(0.1, 0.4, len(BP4D_AUS)), 0.0),
     }
 
@@ -239,7 +280,9 @@ def sample_nuisance(seed: int, subject: int, task: int, frames: int, scale: floa
     az = scale * (tr.uniform(-0.5, 0.5) + r.uniform(-0.15, 0.15)) + slow(0.35)
     el = 0.25 + scale * tr.uniform(-0.15, 0.15) + slow(0.1)
     return {
-        "tx": slow(0.03), "ty": slow(0.03), "s": 1 + slow(0.03),
+        "tx": slow(0.03),
+        "ty": slow(0.03),
+        "s": 1 + slow(0.03),
         "light": np.stack([np.sin(az) * np.cos(el), -np.sin(el), np.cos(az) * np.cos(el)], 1),
         "gain": 1 + scale * (tr.uniform(-0.15, 0.15) + r.uniform(-0.05, 0.05, 3)),
         "bg": 1 + scale * r.uniform(-0.08, 0.08, 3),  # times the subject's background colour
@@ -289,7 +332,7 @@ def _geometry(p: dict, X: np.ndarray, Y: np.ndarray, E: dict[str, np.ndarray], p
     eh = p["eye_h"] * np.clip(1 - 0.55 * E["AU7"] - 0.2 * E["AU6"] + 0.3 * E["AU1"] + 0.3 * E["AU2"], 0.2, None)
     eye = _step(1 - ((aX - p["eye_x"]) / p["eye_w"]) ** 2 - ((Y - p["eye_y"] + 0.015 * E["AU6"]) / eh) ** 2, 0.3)
     mw = p["mouth_w"] * (1 + 0.18 * E["AU12"] - 0.3 * E["AU23"] - 0.08 * E["AU24"] + 0.05 * E["AU14"])
-    yc = p["mouth_y"] + (-0.12 * E["AU12"] + 0.1 * E["AU15"]) * (X / mw) ** 2 - 0.04 * E["AU17"]
+    yc = p["mouth_y"] + (-0.12 * E["AU12"] + 0.14 * E["AU15"]) * (X / mw) ** 2 - 0.04 * E["AU17"]
     th = p["lip_th"] * np.clip(1 - 0.5 * E["AU23"] - 0.55 * E["AU24"], 0.2, None)
     inside = _step(mw - aX, 0.03)
     lips = inside * _step(Y - (yc - 0.55 * th - 0.06 * E["AU10"]), 0.015) * _step(yc + 0.55 * th - Y, 0.015)
@@ -298,28 +341,57 @@ def _geometry(p: dict, X: np.ndarray, Y: np.ndarray, E: dict[str, np.ndarray], p
     d = np.abs((aX - x0) * (y1 - y0) - (Y - y0) * (x1 - x0)) / np.hypot(x1 - x0, y1 - y0)
     fold = _g(d, 0, line) * _step(Y - y0, 0.03) * _step(y1 - Y, 0.03)
     dimple = _g(aX, mw + 0.05, 0.05) * _g(Y, p["mouth_y"] - 0.01, 0.05)
-    forehead = (E["AU1"] * _g(X, 0, 0.25) + E["AU2"] * _g(aX, 0.45, 0.2)) * _step(Y + 0.85, 0.04) * _step(by - 0.12 - Y, 0.04)
+    forehead = (
+        (E["AU1"] * _g(X, 0, 0.25) + E["AU2"] * _g(aX, 0.45, 0.2)) * _step(Y + 0.85, 0.04) * _step(by - 0.12 - Y, 0.04)
+    )
     wrinkle = forehead * (0.5 + 0.5 * np.cos(2 * np.pi * Y / 0.1))
     furrow = E["AU4"] * _g(aX, 0.05, line) * _step(Y - p["brow_y"] + 0.12, 0.03) * _step(p["brow_y"] + 0.1 - Y, 0.03)
     h = 0.5 * np.sqrt(np.clip(1 - r2, 0, None))
-    h = h + 0.16 * _g(X, 0, 0.08) * _step(Y + 0.25, 0.05) * _step(ny - Y, 0.04) * np.clip((Y + 0.45) / (ny + 0.45), 0, 1)
+    h = h + 0.16 * _g(X, 0, 0.08) * _step(Y + 0.25, 0.05) * _step(ny - Y, 0.04) * np.clip(
+        (Y + 0.45) / (ny + 0.45), 0, 1
+    )
     h = h + (0.06 + 0.03 * E["AU10"]) * _g(aX, 0.11, 0.06) * _g(Y, ny, 0.06)  # nose tip and wings
-    h = h + 0.06 * _g(aX, 0.3, 0.25) * _g(Y, by + 0.05, 0.07) - 0.05 * _g(aX, p["eye_x"], 0.13) * _g(Y, p["eye_y"], 0.08)
+    h = (
+        h
+        + 0.06 * _g(aX, 0.3, 0.25) * _g(Y, by + 0.05, 0.07)
+        - 0.05 * _g(aX, p["eye_x"], 0.13) * _g(Y, p["eye_y"], 0.08)
+    )
     h = h + 0.08 * E["AU4"] * _g(X, 0, 0.1) * _g(Y, p["brow_y"], 0.08) - 0.05 * furrow - 0.03 * wrinkle
     h = h + 0.1 * E["AU7"] * _g(aX, p["eye_x"], 0.12) * _g(Y, p["eye_y"] + 0.07, 0.04)
     h = h + (0.05 + 0.05 * E["AU6"] + 0.03 * E["AU12"]) * _g(aX, 0.42, 0.17) * _g(Y, 0.18 - 0.07 * E["AU6"], 0.15)
     h = h - 0.09 * E["AU10"] * fold - 0.14 * E["AU14"] * dimple
     h = h - 0.05 * E["AU15"] * _g(aX, mw, 0.08) * _g(Y, yc + 0.1, 0.08)
-    h = h + 0.05 * np.clip(1 - 0.8 * E["AU24"], 0, None) * lips + 0.04 * E["AU24"] * _g(X, 0, 0.25) * _g(np.abs(Y - my), 0.1, 0.05)
+    h = (
+        h
+        + 0.05 * np.clip(1 - 0.8 * E["AU24"], 0, None) * lips
+        + 0.04 * E["AU24"] * _g(X, 0, 0.25) * _g(np.abs(Y - my), 0.1, 0.05)
+    )
     h = h + 0.1 * E["AU23"] * _g(X, 0, 0.12) * _g(Y, my, 0.06)
     h = h + (0.05 + 0.08 * E["AU17"]) * _g(X, 0, 0.18) * _g(Y, 0.82 - 0.06 * E["AU17"], 0.12)
     h = h - 0.04 * E["AU17"] * _g(X, 0, 0.15) * _g(Y, my + 0.2, 0.04)
-    return {"h": h, "brow": brow, "eye": eye, "lips": lips, "mouth_line": inside * _g(Y, yc, line), "fold": fold,
-            "dimple": dimple, "wrinkle": wrinkle, "furrow": furrow, "mw": mw, "yc": yc}
+    return {
+        "h": h,
+        "brow": brow,
+        "eye": eye,
+        "lips": lips,
+        "mouth_line": inside * _g(Y, yc, line),
+        "fold": fold,
+        "dimple": dimple,
+        "wrinkle": wrinkle,
+        "furrow": furrow,
+        "mw": mw,
+        "yc": yc,
+    }
 
 
-def render_sequence(p: dict, latent: np.ndarray, nz: dict, spec: SynthSpec, rngs: dict[str, np.random.Generator],
-                    modalities: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+def render_sequence(
+    p: dict,
+    latent: np.ndarray,
+    nz: dict,
+    spec: SynthSpec,
+    rngs: dict[str, np.random.Generator],
+    modalities: tuple[str, ...] | None = None,
+) -> dict[str, np.ndarray]:
     """{modality: (N, H, W, C) uint8} of a sequence with AU intensities `latent` (N, 12)."""
     diff, size, n = DIFFICULTY[spec.difficulty], spec.size, len(latent)
     c = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1
@@ -338,9 +410,17 @@ def render_sequence(p: dict, latent: np.ndarray, nz: dict, spec: SynthSpec, rngs
         if m == "visual":
             freq, phase, amp, chan = p["tex"]
             tex = _waves(X, Y, freq, phase, amp)
-            dark = np.clip(p["brow_dark"] * geo["brow"] + 0.8 * geo["eye"] + 0.45 * geo["mouth_line"]
-                           + 0.25 * geo["fold"] * E["AU10"] + 0.5 * geo["dimple"] * E["AU14"] + 0.35 * geo["wrinkle"]
-                           + 0.3 * geo["furrow"], 0, 0.9)
+            dark = np.clip(
+                p["brow_dark"] * geo["brow"]
+                + 0.8 * geo["eye"]
+                + 0.45 * geo["mouth_line"]
+                + 0.25 * geo["fold"] * E["AU10"]
+                + 0.5 * geo["dimple"] * E["AU14"]
+                + 0.35 * geo["wrinkle"]
+                + 0.3 * geo["furrow"],
+                0,
+                0.9,
+            )
             alb = p["skin"] * (1 + 0.12 * tex[..., None] * chan) * (1 - dark[..., None])
             alb = alb + 0.85 * geo["lips"][..., None] * (p["lip"] - alb)
             alb = alb + hair[..., None] * (p["hair"] - alb)
@@ -358,23 +438,32 @@ def render_sequence(p: dict, latent: np.ndarray, nz: dict, spec: SynthSpec, rngs
             k_hole = rngs[m].random((n, 4)) < 0.35 * diff["holes"]
             hc = rngs[m].uniform(-0.6, 0.6, (n, 4, 2)).astype(np.float32)
             rad = rngs[m].uniform(0.03, 0.1, (n, 4)).astype(np.float32)
-            d2 = (c[None, None, None, :] - hc[..., 0, None, None]) ** 2 + (c[None, None, :, None] - hc[..., 1, None, None]) ** 2
+            d2 = (c[None, None, None, :] - hc[..., 0, None, None]) ** 2 + (
+                c[None, None, :, None] - hc[..., 1, None, None]
+            ) ** 2
             val = np.where(((d2 < rad[..., None, None] ** 2) & k_hole[..., None, None]).any(1), 0, val)
             out[m] = np.clip(val + 0.5, 0, 255).astype(np.uint8)[..., None]
         else:
             aX, my, ny, by = np.abs(X), p["mouth_y"], p["nose_y"], p["brow_y"]
-            warm = (1.0 * E["AU4"] * _g(X, 0, 0.25) * _g(Y, by - 0.1, 0.15)
-                    + 0.8 * (E["AU1"] * _g(X, 0, 0.3) + E["AU2"] * _g(aX, 0.45, 0.2)) * _g(Y, -0.62, 0.15)
-                    + 1.0 * E["AU6"] * _g(aX, 0.42, 0.17) * _g(Y, 0.15, 0.15)
-                    + 1.3 * E["AU7"] * _g(aX, p["eye_x"], 0.15) * _g(Y, p["eye_y"], 0.08)
-                    + 1.3 * E["AU10"] * _g(aX, 0.15, 0.1) * _g(Y, ny + 0.05, 0.1)
-                    + 1.1 * E["AU12"] * _g(aX, geo["mw"] + 0.05, 0.12) * _g(Y, my - 0.05, 0.12)
-                    + 2.0 * E["AU14"] * _g(aX, geo["mw"] + 0.05, 0.08) * _g(Y, my, 0.08)
-                    + 1.3 * E["AU15"] * _g(aX, geo["mw"], 0.1) * _g(Y, my + 0.1, 0.1)
-                    + 1.3 * E["AU17"] * _g(X, 0, 0.18) * _g(Y, 0.82, 0.12)
-                    + 1.0 * (E["AU23"] + E["AU24"]) * _g(X, 0, 0.3) * _g(Y, my, 0.12))
-            pat = (-p["t_nose"] * _g(X, 0, 0.1) * _g(Y, ny, 0.1) + p["t_eye"] * _g(aX, p["eye_x"] - 0.1, 0.08) * _g(Y, p["eye_y"], 0.07)
-                   + p["t_fore"] * _g(X, 0, 0.4) * _g(Y, -0.6, 0.2) + 0.6 * _waves(X, Y, *p["t_tex"]) - 1.5 * (X**2 + Y**2) ** 2)
+            warm = (
+                1.0 * E["AU4"] * _g(X, 0, 0.25) * _g(Y, by - 0.1, 0.15)
+                + 0.8 * (E["AU1"] * _g(X, 0, 0.3) + E["AU2"] * _g(aX, 0.45, 0.2)) * _g(Y, -0.62, 0.15)
+                + 1.0 * E["AU6"] * _g(aX, 0.42, 0.17) * _g(Y, 0.15, 0.15)
+                + 1.3 * E["AU7"] * _g(aX, p["eye_x"], 0.15) * _g(Y, p["eye_y"], 0.08)
+                + 1.3 * E["AU10"] * _g(aX, 0.15, 0.1) * _g(Y, ny + 0.05, 0.1)
+                + 1.1 * E["AU12"] * _g(aX, geo["mw"] + 0.05, 0.12) * _g(Y, my - 0.05, 0.12)
+                + 2.0 * E["AU14"] * _g(aX, geo["mw"] + 0.05, 0.08) * _g(Y, my, 0.08)
+                + 1.3 * E["AU15"] * _g(aX, geo["mw"], 0.1) * _g(Y, my + 0.1, 0.1)
+                + 1.3 * E["AU17"] * _g(X, 0, 0.18) * _g(Y, 0.82, 0.12)
+                + 1.0 * (E["AU23"] + E["AU24"]) * _g(X, 0, 0.3) * _g(Y, my, 0.12)
+            )
+            pat = (
+                -p["t_nose"] * _g(X, 0, 0.1) * _g(Y, ny, 0.1)
+                + p["t_eye"] * _g(aX, p["eye_x"] - 0.1, 0.08) * _g(Y, p["eye_y"], 0.07)
+                + p["t_fore"] * _g(X, 0, 0.4) * _g(Y, -0.6, 0.2)
+                + 0.6 * _waves(X, Y, *p["t_tex"])
+                - 1.5 * (X**2 + Y**2) ** 2
+            )
             skin = p["t_base"] + pat + warm + col(nz["t_drift"]) - 2.0 * hair
             amb = nz["ambient"] + 0.5 * c[None, :, None]
             temp = face * (skin - amb) + amb
@@ -409,7 +498,9 @@ def generate(spec: SynthSpec, out: str | Path, progress: bool = True) -> Dataset
         if meta.source == source:
             return meta
         keys = sorted(set(meta.source) | set(source), key=lambda k: list(source).index(k) if k in source else 99)
-        diffs = ", ".join(f"{k}: {meta.source.get(k)} != {source.get(k)}" for k in keys if meta.source.get(k) != source.get(k))
+        diffs = ", ".join(
+            f"{k}: {meta.source.get(k)} != {source.get(k)}" for k in keys if meta.source.get(k) != source.get(k)
+        )
         raise DatasetError(f"{out} holds a different synthetic dataset ({diffs}); choose another --out or delete it")
     if out.exists():  # an interrupted run: start over
         shutil.rmtree(out / IMAGES_DIR, ignore_errors=True)
@@ -417,7 +508,8 @@ def generate(spec: SynthSpec, out: str | Path, progress: bool = True) -> Dataset
     meta = DatasetMeta(
         name="synthetic",
         modalities=tuple(ModalitySpec(m, CHANNELS[m], spec.size, spec.size) for m in spec.modalities),
-        aus=BP4D_AUS, codec="raw",
+        aus=BP4D_AUS,
+        codec="raw",
         subjects={subject_name(i): {"sex": "FM"[i % 2]} for i in range(spec.subjects)},
         source=source,
     )

@@ -191,9 +191,17 @@ SPEC48 = SynthSpec(size=48)
 
 @pytest.mark.parametrize(
     ("au", "strong", "weak"),
-    [("AU6", "depth", "visual"), ("AU17", "depth", "visual"), ("AU14", "depth", "visual"),
-     ("AU12", "visual", "depth"), ("AU2", "visual", "depth"), ("AU7", "visual", "thermal"),
-     ("AU4", "thermal", "depth"), ("AU23", "thermal", "visual"), ("AU24", "thermal", "depth")],
+    [
+        ("AU6", "depth", "visual"),
+        ("AU17", "depth", "visual"),
+        ("AU14", "depth", "visual"),
+        ("AU12", "visual", "depth"),
+        ("AU2", "visual", "depth"),
+        ("AU7", "visual", "thermal"),
+        ("AU4", "thermal", "depth"),
+        ("AU23", "thermal", "visual"),
+        ("AU24", "thermal", "depth"),
+    ],
 )
 def test_modality_specificity(au, strong, weak):
     d = _detectability(SPEC48, au)
@@ -217,8 +225,10 @@ def test_effect_table_drives_rendering(monkeypatch):
 
 
 def test_difficulty_orders_effect_to_noise():
-    d = {k: _detectability(dataclasses.replace(SPEC48, difficulty=k), "AU12", subjects=2, frames=6)["visual"]
-         for k in ("easy", "default", "hard")}
+    d = {
+        k: _detectability(dataclasses.replace(SPEC48, difficulty=k), "AU12", subjects=2, frames=6)["visual"]
+        for k in ("easy", "default", "hard")
+    }
     assert d["easy"] > 1.5 * d["default"] > 1.5 * 1.2 * d["hard"], d
 
 
