@@ -197,12 +197,17 @@ def fit_fold(
 
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     history: list[dict[str, float]] = []
-    best_f1, best_epoch, first_epoch, best_state = -1.0, -1, 0, None
+    best_f1, best_epoch, first_epoch, best_state, best_val = -1.0, -1, 0, None, {}
     if ckpt and (ckpt / "last.pt").exists():
         state = torch.load(ckpt / "last.pt", map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        history, best_f1, best_epoch = state["history"], state["best_f1"], state["best_epoch"]
+        history, best_f1, best_epoch, best_val = (
+            state["history"],
+            state["best_f1"],
+            state["best_epoch"],
+            state["best_val"],
+        )
         first_epoch = state["epoch"] + 1
         torch.set_rng_state(state["rng"])
         log(f"resumed fold {split.fold} from {ckpt / 'last.pt'} after epoch {state['epoch']}")
@@ -228,7 +233,7 @@ def fit_fold(
         history.append(metrics)
         improved = val["f1_mean"] > best_f1
         if improved:
-            best_f1, best_epoch = val["f1_mean"], epoch
+            best_f1, best_epoch, best_val = val["f1_mean"], epoch, val
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         log(f"epoch {epoch:3d}  train/loss {metrics['train/loss']:.4f}  val/loss {val_loss:.4f}  "
             f"val/f1 {val['f1_mean']:.3f}{'  *' if improved else ''}  ({metrics['time/epoch_s']:.1f}s)")  # fmt: skip
@@ -239,7 +244,8 @@ def fit_fold(
                     {"model": best_state, "config": to_dict(cfg), "epoch": epoch, "val_f1": best_f1}, ckpt / "best.pt"
                 )
             _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": to_dict(cfg), "epoch": epoch,
-                   "history": history, "best_f1": best_f1, "best_epoch": best_epoch, "rng": torch.get_rng_state()},
+                   "history": history, "best_f1": best_f1, "best_epoch": best_epoch, "best_val": best_val,
+                   "rng": torch.get_rng_state()},
                   ckpt / "last.pt")  # fmt: skip
         report(metrics, checkpoint=str(ckpt) if ckpt else None)
 
@@ -248,13 +254,11 @@ def fit_fold(
     if best_state is None:
         raise RuntimeError(f"fold {split.fold}: no epoch was trained (train.epochs={cfg.train.epochs})")
     model.load_state_dict(best_state)
-    probs, labels, _ = predict(model, loaders["val"], device)
-    val = summarize(au_counts(probs, labels), cfg.data.aus)
     probs, labels, _ = predict(model, loaders["test"], device)
     test = summarize(au_counts(probs, labels), cfg.data.aus)
     tracker.log_metrics({"test/f1_mean": test["f1_mean"], **{f"test/f1_{au}": f for au, f in test["f1"].items()}})
     return FoldResult(
-        fusion=cfg.model.fusion, fold=split.fold, test=test, val=val, epochs_run=len(history), best_epoch=best_epoch,
+        fusion=cfg.model.fusion, fold=split.fold, test=test, val=best_val, epochs_run=len(history), best_epoch=best_epoch,
         config=to_dict(cfg), split=split.to_dict(), data_hash=store.meta.data_hash,
         baseline_all_positive=all_positive_f1(labels), history=history, seconds=time.time() - start,
     )  # fmt: skip

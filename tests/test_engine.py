@@ -73,6 +73,8 @@ def test_resume_continues_from_last_checkpoint(tiny_dataset, tmp_path):
     assert any("resumed" in line for line in logs)
     assert second.epochs_run == 3
     assert second.history[0] == first.history[0], "the first epoch is not re-run"
+    best = second.history[second.best_epoch]
+    assert second.val["f1_mean"] == best["val/f1_mean"], "val summary is the chosen epoch's, also across a resume"
 
 
 def test_empty_partition_or_bad_crop_is_a_clear_error(tiny_dataset):
