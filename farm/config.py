@@ -42,6 +42,8 @@ class DataConfig:
     """Action units to detect (the standard BP4D twelve, see DOMAIN.md section 2)."""
     fold: str = "P1"
     """Fold to run, named by its TEST partition (fold P3 = train P1+P2, test P3)."""
+    fold_file: str = ""
+    """YAML partitions file replacing the dataset's standard folds (empty = standard; see docs/data.md)."""
     val_fraction: float = 0.2
     """Share of the fold's training subjects held out (subject-exclusive) for early stopping."""
     split_seed: int = 0

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from farm.config import Config, flatten, to_dict
 from farm.data.augment import scaled_block
 from farm.data.dataset import FrameDataset
-from farm.data.folds import Split, check_partitions, dataset_partitions, make_split
+from farm.data.folds import Split, make_split, resolve_partitions
 from farm.data.store import FrameStore
 from farm.metrics import all_positive_f1, au_counts, summarize
 from farm.models import FusionModel, build_model, fusion_modalities
@@ -82,10 +82,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def fold_split(cfg: Config, store: FrameStore) -> Split:
-    parts = dataset_partitions(store.meta)
-    check_partitions(parts, set(store.subjects))
-    return make_split(parts, cfg.data.fold, cfg.data.val_fraction, cfg.data.split_seed)
+def fold_split(cfg: Config, store: FrameStore) -> tuple[Split, dict[str, str]]:
+    """The fold's split and a record of the partitions it came from (source, hash, notes)."""
+    parts, notes = resolve_partitions(store.meta, set(store.subjects), cfg.data.fold_file)
+    split = make_split(parts.parts, cfg.data.fold, cfg.data.val_fraction, cfg.data.split_seed)
+    return split, {"partitions": parts.source, "partitions_hash": parts.hash, "notes": " ".join(notes)}
 
 
 def crop_size(cfg: Config, store: FrameStore, modalities: tuple[str, ...]) -> int:
@@ -188,7 +189,9 @@ def fit_fold(
     np.random.seed(cfg.train.seed)
     store = FrameStore(cfg.data.path)
     modalities = fusion_modalities(cfg.model.fusion, cfg.data.modalities, store.meta.modality_names)
-    split = fold_split(cfg, store)
+    split, provenance = fold_split(cfg, store)
+    if provenance["notes"]:
+        log(provenance["notes"])
     loaders = build_loaders(cfg, store, split, modalities)
     device = resolve_device(cfg.train.device)
     model = build_model(cfg, {m: store.meta.modality(m).channels for m in modalities}, len(cfg.data.aus)).to(device)
@@ -259,6 +262,6 @@ def fit_fold(
     tracker.log_metrics({"test/f1_mean": test["f1_mean"], **{f"test/f1_{au}": f for au, f in test["f1"].items()}})
     return FoldResult(
         fusion=cfg.model.fusion, fold=split.fold, test=test, val=best_val, epochs_run=len(history), best_epoch=best_epoch,
-        config=to_dict(cfg), split=split.to_dict(), data_hash=store.meta.data_hash,
+        config=to_dict(cfg), split={**split.to_dict(), **provenance}, data_hash=store.meta.data_hash,
         baseline_all_positive=all_positive_f1(labels), history=history, seconds=time.time() - start,
     )  # fmt: skip

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ SCHEMA_VERSION = 1
 META_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.parquet"
 IMAGES_DIR = "images"
+SKIPS_FILE = "skips.parquet"
 CODECS = ("raw", "png", "jpeg")
 
 
@@ -138,6 +140,37 @@ def decode_image(data: bytes | memoryview, spec: ModalitySpec, codec: str) -> np
     return img
 
 
+def claim_output(out: str | Path, source: dict[str, Any], what: str) -> DatasetMeta | None:
+    """Make `out` ready for a dataset made from `source`.
+
+    Returns the existing dataset's description when `out` already holds the same one (reuse),
+    refuses a different dataset or a folder of unrelated files, and clears the leftovers of an
+    interrupted run (no dataset.json means nothing in there is trusted).
+    """
+    out = Path(out)
+    if (out / META_FILE).exists():
+        meta = read_meta(out)
+        if meta.source == source:
+            return meta
+        keys = list(source) + [k for k in meta.source if k not in source]
+        diffs = ", ".join(
+            f"{k}: {meta.source.get(k)} != {source.get(k)}" for k in keys if meta.source.get(k) != source.get(k)
+        )
+        raise DatasetError(f"{out} holds a different {what} dataset ({diffs}); choose another --out or delete it")
+    if out.exists():
+        ours = {IMAGES_DIR, MANIFEST_FILE, SKIPS_FILE}
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith("."))
+        if foreign:
+            raise DatasetError(f"{out} is not empty and holds no dataset ({', '.join(foreign[:5])} ...); "
+                               "choose an empty or new --out")  # fmt: skip
+        shutil.rmtree(out / IMAGES_DIR, ignore_errors=True)  # an interrupted run: start over
+        for name in (MANIFEST_FILE, SKIPS_FILE):
+            (out / name).unlink(missing_ok=True)
+        for tmp in out.glob(".*.tmp-*"):
+            tmp.unlink()
+    return None
+
+
 class DatasetWriter:
     """Append frames, then `close()` to write the manifest and `dataset.json`.
 
@@ -180,6 +213,20 @@ class DatasetWriter:
                     f"{subject}/{task}: {spec.name} images {imgs.shape} {imgs.dtype}, "
                     f"expected {(n, spec.height, spec.width, spec.channels)} uint8"
                 )
+        blobs = {
+            spec.name: [encode_image(img, self.meta.codec) for img in images[spec.name]]
+            for spec in self.meta.modalities
+        }
+        self.add_encoded(subject, task, frames, labels, blobs)
+
+    def add_encoded(
+        self, subject: str, task: str, frames: np.ndarray, labels: np.ndarray, blobs: dict[str, list[bytes]]
+    ) -> None:
+        """Like `add`, with images already encoded in the dataset's codec (by worker processes)."""
+        n = len(frames)
+        if labels.shape != (n, len(self.meta.aus)) or any(len(blobs[m.name]) != n for m in self.meta.modalities):
+            raise DatasetError(f"{subject}/{task}: {n} frames but labels {labels.shape} and "
+                               f"{ {m: len(b) for m, b in blobs.items()} } images")  # fmt: skip
         self._labels.append(labels.astype(np.int8))
         self._hash.update(f"{subject}/{task}".encode())
         self._hash.update(np.asarray(frames, dtype=np.int64).tobytes())
@@ -191,7 +238,7 @@ class DatasetWriter:
             self._rows["shard"].append(self._shard)
             self._rows["row"].append(len(self._pending[self.meta.modalities[0].name]))
             for spec in self.meta.modalities:
-                data = encode_image(images[spec.name][i], self.meta.codec)
+                data = blobs[spec.name][i]
                 self._hash.update(data)
                 self._pending[spec.name].append(data)
             if len(self._pending[self.meta.modalities[0].name]) >= self.shard_frames:

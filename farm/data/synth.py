@@ -21,7 +21,6 @@ The data is built so that a fusion method can win or lose on it:
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,16 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from farm.config import BP4D_AUS
-from farm.data.store import (
-    IMAGES_DIR,
-    MANIFEST_FILE,
-    META_FILE,
-    DatasetError,
-    DatasetMeta,
-    DatasetWriter,
-    ModalitySpec,
-    read_meta,
-)
+from farm.data.store import DatasetMeta, DatasetWriter, ModalitySpec, claim_output
 
 MODALITIES = ("visual", "depth", "thermal")
 CHANNELS = {"visual": 3, "depth": 1, "thermal": 1}
@@ -493,18 +483,9 @@ def source_of(spec: SynthSpec) -> dict[str, Any]:
 def generate(spec: SynthSpec, out: str | Path, progress: bool = True) -> DatasetMeta:
     """Write the synthetic dataset of `spec` to `out` (or reuse an identical one already there)."""
     out, source = Path(out), source_of(spec)
-    if (out / META_FILE).exists():
-        meta = read_meta(out)
-        if meta.source == source:
-            return meta
-        keys = sorted(set(meta.source) | set(source), key=lambda k: list(source).index(k) if k in source else 99)
-        diffs = ", ".join(
-            f"{k}: {meta.source.get(k)} != {source.get(k)}" for k in keys if meta.source.get(k) != source.get(k)
-        )
-        raise DatasetError(f"{out} holds a different synthetic dataset ({diffs}); choose another --out or delete it")
-    if out.exists():  # an interrupted run: start over
-        shutil.rmtree(out / IMAGES_DIR, ignore_errors=True)
-        (out / MANIFEST_FILE).unlink(missing_ok=True)
+    existing = claim_output(out, source, "synthetic")
+    if existing is not None:
+        return existing
     meta = DatasetMeta(
         name="synthetic",
         modalities=tuple(ModalitySpec(m, CHANNELS[m], spec.size, spec.size) for m in spec.modalities),

@@ -1,25 +1,57 @@
 import pytest
 
-from farm.data.folds import BP4D_PARTITIONS, FoldError, balanced_partitions, check_partitions, make_split
+from farm.data.folds import (
+    BP4DPLUS_SUBJECTS,
+    FoldError,
+    balanced_partitions,
+    check_partitions,
+    make_split,
+    read_partitions,
+    resolve_partitions,
+    standard_partitions,
+    write_bp4dplus_partitions,
+)
+from farm.data.store import DatasetMeta
+
+# DOMAIN.md section 3, typed in independently of farm/data/partitions/bp4d.yaml
+DRML = {
+    "P1": "F001 F002 F008 F009 F010 F016 F018 F023 M001 M004 M007 M008 M012 M014",
+    "P2": "F003 F005 F011 F013 F020 F022 M002 M005 M010 M011 M013 M016 M017 M018",
+    "P3": "F004 F006 F007 F012 F014 F015 F017 F019 F021 M003 M006 M009 M015",
+}
+BP4D = standard_partitions("bp4d").parts
+
+
+def meta(name, subjects):
+    return DatasetMeta(name, (), ("AU1",), subjects={s: {"sex": s[0]} for s in subjects})
 
 
 def test_bp4d_partitions_are_the_standard_41_subjects():
-    all_subjects = [s for p in BP4D_PARTITIONS.values() for s in p]
-    assert len(all_subjects) == 41 == len(set(all_subjects))
-    assert [len(p) for p in BP4D_PARTITIONS.values()] == [14, 14, 13]
-    assert "F004" in BP4D_PARTITIONS["P3"] and "M018" in BP4D_PARTITIONS["P2"]
+    assert BP4D == {k: tuple(sorted(v.split())) for k, v in DRML.items()}
+    assert len({s for p in BP4D.values() for s in p}) == 41
+
+
+def test_bp4dplus_file_is_seeded_sex_balanced_and_reproducible(tmp_path):
+    shipped = standard_partitions("bp4dplus")
+    assert sorted(shipped.subjects) == sorted(BP4DPLUS_SUBJECTS) and len(shipped.subjects) == 140
+    for p in shipped.parts.values():
+        females = sum(s.startswith("F") for s in p)
+        assert 27 <= females <= 28 and 19 <= len(p) - females <= 20
+    regenerated = write_bp4dplus_partitions(tmp_path / "p.yaml")
+    assert regenerated.parts == shipped.parts and regenerated.hash == shipped.hash
+    assert read_partitions(tmp_path / "p.yaml").hash == shipped.hash
 
 
 @pytest.mark.parametrize("fold", ["P1", "P2", "P3"])
 def test_split_is_subject_exclusive_and_named_by_test_partition(fold):
-    split = make_split(BP4D_PARTITIONS, fold, 0.2, seed=0)
-    assert split.test == tuple(sorted(BP4D_PARTITIONS[fold]))
+    split = make_split(BP4D, fold, 0.2, seed=0)
+    assert split.test == tuple(sorted(BP4D[fold]))
     train, val, test = set(split.train), set(split.val), set(split.test)
     assert not (train & val) and not (train & test) and not (val & test)
     assert len(train | val | test) == 41
     assert 4 <= len(val) <= 7
-    assert make_split(BP4D_PARTITIONS, fold, 0.2, seed=0).hash == split.hash
-    assert make_split(BP4D_PARTITIONS, fold, 0.2, seed=1).hash != split.hash
+    assert make_split(BP4D, fold, 0.2, seed=0).hash == split.hash
+    assert make_split(BP4D, fold, 0.2, seed=1).hash != split.hash
 
 
 def test_balanced_partitions_deal_sexes_evenly():
@@ -39,4 +71,38 @@ def test_partition_errors():
     with pytest.raises(FoldError, match="P2 is empty"):
         check_partitions({"P1": ("F001",), "P2": ()}, {"F001"})
     with pytest.raises(FoldError, match="unknown fold 'P4'"):
-        make_split(BP4D_PARTITIONS, "P4")
+        make_split(BP4D, "P4")
+
+
+def test_standard_lists_drop_absent_subjects_and_say_so():
+    present = set(BP4D["P1"][:3] + BP4D["P2"][:3] + BP4D["P3"][:3])
+    parts, notes = resolve_partitions(meta("bp4d", present), present)
+    assert parts.subjects == present and "32 subject(s)" in notes[0]
+    with pytest.raises(FoldError, match="partition P3 .* is empty on this dataset"):
+        resolve_partitions(meta("bp4d", present - set(BP4D["P3"])), present - set(BP4D["P3"]))
+    with pytest.raises(FoldError, match="in no partition .*: F999"):
+        resolve_partitions(meta("bp4d", present | {"F999"}), present | {"F999"})
+
+
+def test_user_partitions_file_is_strict(tmp_path):
+    present = {"F001", "F002", "M001", "M002"}
+    good = tmp_path / "good.yaml"
+    good.write_text("partitions:\n  A: [F001, M001]\n  B: [F002, M002]\n")
+    parts, notes = resolve_partitions(meta("bp4d", present), present, str(good))
+    assert parts.parts == {"A": ("F001", "M001"), "B": ("F002", "M002")} and not notes
+    assert make_split(parts.parts, "B").test == ("F002", "M002")
+    cases = {
+        "partitions:\n  A: [F001, M001]\n  B: [F002, M002, X007]\n": "good.yaml.*absent from the dataset: X007",
+        "partitions:\n  A: [F001, M001]\n  B: [F001, F002, M002]\n": "subject F001 is in two partitions",
+        "partitions:\n  A: [F001, M001, F002, M002]\n  B: []\n": "partition B is empty",
+        "partitions:\n  A: [F001, M001, F002, M002]\n": "1 partition",
+        "folds: [F001]\n": "expected a mapping with a 'partitions' key",
+        "partitions: {A: [F001, [M001]]}\n": "partition A must be a list of subject names",
+        "partitions: [\n": "not valid YAML",
+    }
+    for text, msg in cases.items():
+        good.write_text(text)
+        with pytest.raises(FoldError, match=msg):
+            resolve_partitions(meta("bp4d", present), present, str(good))
+    with pytest.raises(FoldError, match="not found"):
+        resolve_partitions(meta("bp4d", present), present, str(tmp_path / "missing.yaml"))
