@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from farm.config import BP4D_AUS, ConfigError, load_config, parse_overrides, val
 EPILOG = """\
 examples:
   farm data synth --out data/synthetic
+  farm data prepare bp4d --root /data/BP4D_crops --out data/bp4d
+  farm data folds --dataset bp4dplus
   farm train --data data/synthetic --fusion amf --fold P1 --config cpu --out runs/amf_P1.json
   farm train --data data/synthetic --fusion single:depth --fold P2 --set train.epochs=5
 """
@@ -36,19 +39,58 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_synth)
 
 
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="build a dataset from a licensed BP4D or BP4D+ copy (pre-processed crops or the raw release)",
+        description="Read ROOT/AUCoding/AU_OCC/<subject>_<task>.csv and the images of every modality, and write the "
+        "farm's dataset (manifest + memory-mapped image shards) to --out. ROOT is either a pre-processed tree "
+        "ROOT/<modality folder>/<subject>/<task>/<frame>.jpg|png or the raw release (Sequences(2D+3D), "
+        "BP4D-training or 2D+3D; 3D meshes are projected to depth maps). Every frame left out is reported with its "
+        "reason (see `farm data check`). Re-running with the same arguments reuses the result.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  farm data prepare bp4d --root /data/BP4D_crops --out data/bp4d\n"
+        "  farm data prepare bp4dplus --root /data/BP4D+ --out data/bp4dplus --layout raw --frame-offset -1\n"
+        "  farm data prepare bp4d --root /data/crops --modalities visual=RGB,depth=Depth --out data/bp4d",
+    )
+    p.add_argument("dataset", choices=("bp4d", "bp4dplus"), help="dataset family (selects defaults and folds)")
+    p.add_argument("--root", required=True, help="the licensed copy's top folder (holds AUCoding/)")
+    p.add_argument("--out", required=True, help="output dataset directory (new, or one this command wrote)")
+    p.add_argument("--modalities", help="comma list of name[=folder]; default visual,depth (bp4d), "
+                   "visual,depth,thermal (bp4dplus)")  # fmt: skip
+    p.add_argument("--layout", default="auto", choices=("auto", "tree", "raw"),
+                   help="tree = pre-processed crops, raw = the release; auto picks tree if the first modality folder exists")  # fmt: skip
+    p.add_argument("--size", type=int, default=256, help="stored image side in pixels (default 256, as the paper)")
+    p.add_argument("--codec", default="jpeg", choices=("jpeg", "png", "raw"),
+                   help="image storage (default jpeg q95; see docs/benchmarks.md for the trade-off)")  # fmt: skip
+    p.add_argument("--frame-offset", type=int, default=0,
+                   help="label row of frame f uses image f+OFFSET (default 0; BP4D+ copies may need -1: check the "
+                   "'label row without frames' count)")  # fmt: skip
+    p.add_argument("--tasks", help="comma list of tasks to keep (default: BP4D all, BP4D+ T1,T6,T7,T8)")
+    p.add_argument("--aus", help="comma list of AUs (default the BP4D twelve)")
+    p.add_argument("--strict", action="store_true", help="fail instead of skipping any frame")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per core)")
+    p.set_defaults(func=cmd_prepare)
+
+
 def _add_check(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check", help="summarise a prepared dataset: subjects, tasks, frames, AU base rates",
-                       description="Print counts of subjects, tasks and frames, the modalities and the rate of each AU "
-                       "(1 / 0 / unknown) of a prepared dataset.")  # fmt: skip
+    p = sub.add_parser("check", help="summarise a prepared dataset and every frame that was skipped",
+                       description="Print counts of subjects, tasks and frames, frames per modality, the rate of "
+                       "each AU (1 / 0 / unknown) and the frames left out by `farm data prepare` with their reasons.")  # fmt: skip
     p.add_argument("path", help="dataset directory")
+    p.add_argument("--all-skips", action="store_true", help="list every skipped frame, not three per reason")
     p.set_defaults(func=cmd_check)
 
 
 def _add_folds(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("folds", help="print the subject-exclusive folds of a dataset",
+    p = sub.add_parser("folds", help="print the subject-exclusive folds of a dataset family or a prepared dataset",
                        description="Folds are named by their TEST partition: fold P3 trains on P1+P2 and tests on P3 "
-                       "(ME-GraphAU's fold1 is our P3). Validation subjects are carved from the training subjects.")  # fmt: skip
-    p.add_argument("path", help="dataset directory")
+                       "(ME-GraphAU's fold1 is our P3). BP4D uses the standard DRML partitions, BP4D+ the farm's "
+                       "seeded sex-balanced list (farm/data/partitions/bp4dplus.yaml). Validation subjects for early "
+                       "stopping are carved from each fold's training subjects.")  # fmt: skip
+    p.add_argument("path", nargs="?", help="a prepared dataset (checks the folds against its subjects)")
+    p.add_argument("--dataset", choices=("bp4d", "bp4dplus", "synthetic"), help="dataset family, without a dataset")
+    p.add_argument("--fold-file", default="", help="YAML partitions file replacing the standard folds")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of training subjects used for validation")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the validation carve-out")
     p.set_defaults(func=cmd_folds)
@@ -84,10 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    data = sub.add_parser("data", help="create and inspect datasets (synth, check, folds)",
+    data = sub.add_parser("data", help="create and inspect datasets (synth, prepare, check, folds)",
                           description="Create and inspect prepared datasets.")  # fmt: skip
     data_sub = data.add_subparsers(title="data commands", metavar="COMMAND", required=True)
     _add_synth(data_sub)
+    _add_prepare(data_sub)
     _add_check(data_sub)
     _add_folds(data_sub)
     _add_train(sub)
@@ -106,37 +149,61 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from farm.data.store import FrameStore
+def _csv(text: str | None) -> tuple[str, ...] | None:
+    return tuple(x.strip() for x in text.split(",") if x.strip()) if text else None
 
-    store = FrameStore(args.path)
-    meta = store.meta
-    tasks = sorted(set(store.manifest.column("task").to_pylist()))
-    print(f"{args.path}: {meta.name}, {len(set(store.subjects))} subjects, {len(tasks)} tasks, {len(store)} frames")
-    for m in meta.modalities:
-        print(f"  {m.name:8s} {m.channels} ch  {m.height}x{m.width}  ({meta.codec})")
-    labels = store.labels()
-    print(f"  {'AU':6s} {'present':>8s} {'absent':>8s} {'unknown':>8s}")
-    for j, au in enumerate(meta.aus):
-        col = labels[:, j]
-        print(f"  {au:6s} {(col == 1).mean():8.3f} {(col == 0).mean():8.3f} {(col == -1).mean():8.3f}")
-    print(f"  data hash {meta.data_hash}")
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from farm.data.inspect import describe
+    from farm.data.prepare import PrepareSpec, prepare
+
+    spec = PrepareSpec(dataset=args.dataset, root=args.root, modalities=_csv(args.modalities) or (),
+                       layout=args.layout, size=args.size, codec=args.codec, frame_offset=args.frame_offset,
+                       tasks=_csv(args.tasks), aus=_csv(args.aus) or BP4D_AUS)  # fmt: skip
+
+    def progress(results, total):
+        return tqdm(results, total=total, desc="prepare", unit="chunk", disable=not sys.stderr.isatty())
+
+    prepare(spec, args.out, workers=args.workers, strict=args.strict, progress=progress,
+            log=lambda s: print(s, file=sys.stderr))  # fmt: skip
+    print(describe(args.out))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from farm.data.inspect import describe
+
+    print(describe(args.path, all_skips=args.all_skips))
     return 0
 
 
 def cmd_folds(args: argparse.Namespace) -> int:
-    from farm.data.folds import check_partitions, dataset_partitions, make_split
-    from farm.data.store import FrameStore
+    from farm.data.folds import make_split, read_partitions, resolve_partitions, standard_partitions
 
-    store = FrameStore(args.path)
-    parts = dataset_partitions(store.meta)
-    check_partitions(parts, set(store.subjects))
-    for fold in parts:
-        split = make_split(parts, fold, args.val_fraction, args.split_seed)
-        print(f"fold {fold} (split hash {split.hash})")
+    if args.path:
+        from farm.data.store import FrameStore
+
+        store = FrameStore(args.path)
+        if args.dataset and args.dataset != store.meta.name:
+            raise ValueError(f"{args.path} is a {store.meta.name} dataset, not {args.dataset}")
+        parts, notes = resolve_partitions(store.meta, set(store.subjects), args.fold_file)
+        family = store.meta.name
+    elif args.dataset or args.fold_file:
+        parts = read_partitions(args.fold_file) if args.fold_file else standard_partitions(args.dataset)
+        notes, family = [], args.dataset or "custom"
+    else:
+        raise ValueError("give a prepared dataset PATH or --dataset bp4d|bp4dplus|synthetic")
+    print(f"{family} partitions from {parts.source} (partitions hash {parts.hash})")
+    for note in notes:
+        print(f"  note: {note}")
+    for fold in parts.parts:
+        split = make_split(parts.parts, fold, args.val_fraction, args.split_seed)
+        print(f"fold {fold}: test {fold}, train the rest (split hash {split.hash})")
         for name in ("train", "val", "test"):
             subjects = getattr(split, name)
-            print(f"  {name:5s} ({len(subjects):2d}) {' '.join(subjects)}")
+            print(f"  {name:5s} ({len(subjects):3d}) {' '.join(subjects)}")
     return 0
 
 
@@ -188,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("farm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

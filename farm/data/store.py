@@ -35,6 +35,7 @@ META_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.parquet"
 IMAGES_DIR = "images"
 SKIPS_FILE = "skips.parquet"
+SHARD_BYTES = 1 << 30  # a shard column must stay below Arrow's 2 GiB binary offsets
 CODECS = ("raw", "png", "jpeg")
 
 
@@ -190,6 +191,7 @@ class DatasetWriter:
         self._labels: list[np.ndarray] = []
         self._pending: dict[str, list[bytes]] = {m.name: [] for m in meta.modalities}
         self._shard = 0
+        self._pending_bytes = 0
         self._hash = hashlib.sha256()
 
     def add(
@@ -241,7 +243,11 @@ class DatasetWriter:
                 data = blobs[spec.name][i]
                 self._hash.update(data)
                 self._pending[spec.name].append(data)
-            if len(self._pending[self.meta.modalities[0].name]) >= self.shard_frames:
+                self._pending_bytes += len(data)
+            if (
+                len(self._pending[self.meta.modalities[0].name]) >= self.shard_frames
+                or self._pending_bytes > SHARD_BYTES
+            ):
                 self._flush()
 
     def _flush(self) -> None:
@@ -254,6 +260,7 @@ class DatasetWriter:
             writer.write_table(table)
         _atomic_write_bytes(self.root / IMAGES_DIR / f"part-{self._shard:05d}.arrow", sink.getvalue().to_pybytes())
         self._pending = {name: [] for name in self._pending}
+        self._pending_bytes = 0
         self._shard += 1
 
     def close(self) -> DatasetMeta:
@@ -323,26 +330,33 @@ class FrameStore:
         return np.stack([self.manifest.column(a).to_numpy() for a in aus], axis=1).astype(np.int8)
 
     def _open_shard(self, shard: int) -> dict[str, tuple[np.ndarray, memoryview]]:
+        """Zero-copy views of a shard's columns: offsets and data point into the memory-mapped file."""
         path = self.root / IMAGES_DIR / f"part-{shard:05d}.arrow"
         try:
-            table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+            reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+            if reader.num_record_batches != 1:
+                raise DatasetError(f"{path}: {reader.num_record_batches} record batches, expected 1")
+            batch = reader.get_batch(0)
         except (OSError, pa.ArrowException) as e:
             raise DatasetError(f"{path}: cannot read image shard ({e})") from None
         cols = {}
-        for name in table.column_names:
-            arr = table.column(name).combine_chunks()
+        for name, arr in zip(batch.schema.names, batch.columns):
             offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
             cols[name] = (offsets, memoryview(arr.buffers()[2]))
         return cols
 
-    def image(self, index: int, modality: str) -> np.ndarray:
-        """(H, W, C) uint8 image of frame `index` (manifest row) in `modality`."""
-        spec = self.meta.modality(modality)  # a clear error for a modality the dataset lacks
+    def blob(self, index: int, modality: str) -> memoryview:
+        """The stored (encoded) bytes of frame `index` in `modality`: a zero-copy view of the mapped shard."""
+        self.meta.modality(modality)  # a clear error for a modality the dataset lacks
         shard, row = int(self._shard[index]), int(self._row[index])
         if shard not in self._maps:
             self._maps[shard] = self._open_shard(shard)
         offsets, data = self._maps[shard][modality]
-        return decode_image(data[offsets[row] : offsets[row + 1]], spec, self.meta.codec)
+        return data[offsets[row] : offsets[row + 1]]
+
+    def image(self, index: int, modality: str) -> np.ndarray:
+        """(H, W, C) uint8 image of frame `index` (manifest row) in `modality`."""
+        return decode_image(self.blob(index, modality), self.meta.modality(modality), self.meta.codec)
 
     def __getstate__(self) -> dict[str, Any]:
         # Memory maps do not pickle; each process re-opens them.
