@@ -93,11 +93,11 @@ def _records(path: str) -> list[tuple[int, list[str]]]:
     return out
 
 
-def _header(path: str, header: list[str]) -> tuple[str, tuple[str, ...]]:
+def _header(path: str, line: int, header: list[str]) -> tuple[str, tuple[str, ...]]:
     """(style, AUs of columns 1..) from the stripped header cells."""
     if len(header) < 2:
         raise LabelFileError(
-            f"{path} line 1: a header of {len(header)} column(s), expected a frame column followed by AU columns"
+            f"{path} line {line}: a header of {len(header)} column(s), expected a frame column followed by AU columns"
         )
     if all(_FRAME.fullmatch(c) and int(_FRAME.fullmatch(c).group(1)) == j for j, c in enumerate(header)):
         return "legacy", tuple(f"AU{j}" for j in range(1, len(header)))
@@ -106,7 +106,7 @@ def _header(path: str, header: list[str]) -> tuple[str, tuple[str, ...]]:
         name = au_name(cell)
         if name is None:
             raise LabelFileError(
-                f"{path} line 1 column {j}: header cell {cell!r} does not name an AU (expected e.g. 12 or AU12; "
+                f"{path} line {line} column {j}: header cell {cell!r} does not name an AU (expected e.g. 12 or AU12; "
                 "column 1 is the frame number)"
             )
         names.append(name)
@@ -118,7 +118,7 @@ def _header(path: str, header: list[str]) -> tuple[str, tuple[str, ...]]:
         else:
             seen[name] = j
     if dupes:
-        raise LabelFileError(f"{path} line 1: AU column(s) named more than once: {', '.join(dupes)}")
+        raise LabelFileError(f"{path} line {line}: AU column(s) named more than once: {', '.join(dupes)}")
     return "named", tuple(names)
 
 
@@ -161,12 +161,10 @@ def read_au_occ(path: str | os.PathLike) -> AUOcc:
         raise LabelFileError(f"{name}: empty file, expected a header row (frame column, then AU columns)")
     hline, raw_header = records[0]
     header = [c.strip() for c in raw_header]
-    if hline != 1:
-        raise LabelFileError(f"{name} line {hline}: the header must be on line 1, found blank lines before it")
     trailing = len(header) > 1 and header[-1] == ""
     if trailing:  # written with a trailing comma: drop the matching empty cell of every row
         header.pop()
-    style, aus = _header(name, header)
+    style, aus = _header(name, hline, header)
     width = len(header)
     lines = [n for n, _ in records[1:]]
     rows = [r for _, r in records[1:]]
@@ -175,6 +173,12 @@ def read_au_occ(path: str | os.PathLike) -> AUOcc:
             r.pop()
         if len(r) != width:
             raise LabelFileError(f"{name} line {n}: {len(r)} cells, expected {width} (header has {width} columns)")
+    cells = [r[0] for r in rows]
+    joined = "".join(cells)
+    if all(cells) and joined.isascii() and joined.isdigit():  # fast path: plain integers
+        frames = np.array(list(map(int, cells)), np.int64)
+        if np.unique(frames).size == frames.size:
+            return _finish(name, style, frames, aus, rows, lines)
     frames = np.empty(len(rows), np.int64)
     first: dict[int, int] = {}
     for i, (n, r) in enumerate(zip(lines, rows)):
@@ -187,8 +191,14 @@ def read_au_occ(path: str | os.PathLike) -> AUOcc:
             raise LabelFileError(f"{name} line {n}: frame {f} appears twice (lines {first[f]} and {n})")
         first[f] = n
         frames[i] = f
+    return _finish(name, style, frames, aus, rows, lines)
+
+
+def _finish(name: str, style: str, frames: np.ndarray, aus: tuple[str, ...], rows: list[list[str]],
+            lines: list[int]) -> AUOcc:  # fmt: skip
+    """Parse the value cells and build the read-only AUOcc."""
     k = len(aus)
-    values = (_fast_values(rows, k) if rows else np.zeros((0, k), np.int8))
+    values = _fast_values(rows, k) if rows else np.zeros((0, k), np.int8)
     if values is None:
         values = _slow_values(name, lines, rows, aus)
     frames.flags.writeable = False
