@@ -195,7 +195,7 @@ def cmd_folds(args: argparse.Namespace) -> int:
         notes, family = [], args.dataset or "custom"
     else:
         raise ValueError("give a prepared dataset PATH or --dataset bp4d|bp4dplus|synthetic")
-    print(f"{family} partitions from {parts.source} (partitions hash {parts.hash})")
+    print(f"{family} partitions from {parts.source} (partitions hash {parts.source_hash or parts.hash})")
     for note in notes:
         print(f"  note: {note}")
     for fold in parts.parts:

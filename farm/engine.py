@@ -86,7 +86,12 @@ def fold_split(cfg: Config, store: FrameStore) -> tuple[Split, dict[str, str]]:
     """The fold's split and a record of the partitions it came from (source, hash, notes)."""
     parts, notes = resolve_partitions(store.meta, set(store.subjects), cfg.data.fold_file)
     split = make_split(parts.parts, cfg.data.fold, cfg.data.val_fraction, cfg.data.split_seed)
-    return split, {"partitions": parts.source, "partitions_hash": parts.hash, "notes": " ".join(notes)}
+    # the hash of the partitions list as shipped or given (the split hash covers the subjects used)
+    return split, {
+        "partitions": parts.source,
+        "partitions_hash": parts.source_hash or parts.hash,
+        "notes": " ".join(notes),
+    }
 
 
 def crop_size(cfg: Config, store: FrameStore, modalities: tuple[str, ...]) -> int:

@@ -56,6 +56,8 @@ class Partitions:
     parts: dict[str, tuple[str, ...]]
     source: str
     """The partitions file, or how the partitions were generated."""
+    source_hash: str = ""
+    """Hash of the full list as shipped, when these are the subset present in a dataset."""
 
     @property
     def hash(self) -> str:
@@ -160,7 +162,7 @@ def resolve_partitions(meta: DatasetMeta, present: set[str], fold_file: str = ""
                 if not subjects:
                     raise FoldError(f"partition {name} of {parts.source} is empty on this dataset: none of its "
                                     f"subjects ({' '.join(parts.parts[name])}) are present")  # fmt: skip
-            parts = Partitions(kept, source=parts.source)
+            parts = Partitions(kept, source=parts.source, source_hash=parts.hash)
     orphans = sorted(present - parts.subjects)
     if orphans:
         raise FoldError(f"dataset subjects in no partition of {parts.source}: {' '.join(orphans)} "

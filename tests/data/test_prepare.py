@@ -256,3 +256,23 @@ def test_cli_prepare_check_and_folds(tmp_path, capsys):
     assert main(["data", "folds", "--dataset", "bp4dplus"]) == 0
     text = capsys.readouterr().out
     assert "bp4dplus.yaml" in text and text.count("  test  (") == 3
+
+
+def test_farm_train_runs_on_a_prepared_bp4d_copy(tmp_path):
+    """The prepared (JPEG) dataset goes through the one loader and the standard folds into a result."""
+    import json
+
+    raw = tmp_path / "raw"
+    write_tree(raw, BP4D_SUBJECTS[:6], frames=range(1, 5), size=24)
+    prepare(PrepareSpec("bp4d", str(raw), size=24), tmp_path / "data", workers=1)  # default codec: jpeg
+    out = tmp_path / "r.json"
+    argv = ["train", "--data", str(tmp_path / "data"), "--fusion", "late", "--fold", "P3", "--epochs", "1",
+            "--set", "model.backbone=resnet10", "--set", "train.batch_size=4", "--set", "data.num_workers=1",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["split"]["test"] == ["F004", "F006"]  # P3 of the standard BP4D partitions present here
+    assert result["split"]["partitions"] == "farm/data/partitions/bp4d.yaml"
+    assert result["split"]["partitions_hash"] == standard_partitions("bp4d").hash
+    assert "35 subject(s)" in result["split"]["notes"]
+    assert sum(c["tp"] + c["fp"] + c["fn"] + c["tn"] for c in result["test"]["counts"].values()) == 12 * 2 * 4
