@@ -1,0 +1,343 @@
+"""`farm sweep`: Ray Tune + Optuna (TPE) + ASHA over configurations; each trial's folds on Ray Train.
+
+Layout of a sweep named NAME under `--storage` (default `runs/sweeps`):
+
+    NAME/               Tune's experiment (trials, searcher state): what `--resume` restores
+    NAME/train/<trial>/ the trial's Ray Train run: per-round checkpoints holding every fold's files
+    NAME/optuna.db      Optuna's study (the TPE history), kept across resumes
+    NAME/sweep.json     the sweep's options, so `--resume --name NAME` needs nothing else
+
+MLflow: one experiment per sweep, a parent run per trial, a child run per fold (farm/tracking).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from farm.config import flatten
+from farm.sweep.space import SearchSpace, SpaceError, load_space
+
+OBJECTIVE = "cv/val_f1_mean"
+TRIAL_CPU = 0.05
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    space: str = "smoke"
+    data: str = ""
+    """Prepared dataset; empty = data/synthetic, generated if missing."""
+    fusion: str = ""
+    trials: int = 0
+    """0 = the space file's sweep.trials."""
+    max_concurrent: int = 0
+    address: str = ""
+    """Ray cluster to join ('auto' or HOST:PORT); empty = start a local Ray."""
+    tracking_uri: str = ""
+    """MLflow tracking URI; empty = sqlite:///./mlflow.db (artifacts in ./mlartifacts)."""
+    name: str = ""
+    storage: str = "runs/sweeps"
+    resume: bool = False
+    seed: int = 0
+    cpus_per_fold: float = 0.0
+    """0 = share the node's CPUs among the concurrent folds (GPUs: one per fold when present)."""
+    max_failures: int = 2
+    """Ray Train retries of a trial's fold group (each restarts from the last epoch checkpoint)."""
+
+
+class SweepError(ValueError):
+    """The sweep cannot start (bad options, missing data, nothing to resume)."""
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def resolve_options(opts: SweepOptions) -> SweepOptions:
+    """Fill the defaults (name, data, tracking URI) and, on --resume, restore the saved options."""
+    root = Path(opts.storage).resolve()
+    if opts.resume:
+        if not opts.name:
+            raise SweepError("--resume needs --name NAME (the sweep to continue)")
+        saved = root / opts.name / "sweep.json"
+        if not saved.exists():
+            raise SweepError(f"nothing to resume: {saved} not found")
+        stored = SweepOptions(**json.loads(saved.read_text()))
+        return replace(stored, resume=True, address=opts.address or stored.address)
+    name = opts.name or f"{Path(opts.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (root / name / "sweep.json").exists():
+        raise SweepError(
+            f"sweep {name} exists in {root}: continue it with --resume --name {name}, or pick another --name"
+        )
+    data = opts.data or "data/synthetic"
+    uri = opts.tracking_uri or f"sqlite:///{Path('mlflow.db').resolve()}"
+    return replace(opts, name=name, data=str(Path(data).resolve()), tracking_uri=uri, storage=str(root))
+
+
+def prepare_data(opts: SweepOptions) -> None:
+    from farm.data.store import META_FILE
+
+    if (Path(opts.data) / META_FILE).exists():
+        return
+    if Path(opts.data) != Path("data/synthetic").resolve():
+        raise SweepError(f"{opts.data} is not a prepared dataset (farm data synth / farm data prepare)")
+    from farm.data.synth import SynthSpec, generate
+
+    _log(f"generating the synthetic dataset in {opts.data}")
+    generate(SynthSpec(), opts.data, progress=sys.stderr.isatty())
+
+
+def check_plan(space: SearchSpace, opts: SweepOptions) -> tuple[dict[str, Any], list[str]]:
+    """The trials' fixed flat config and their folds, checked against the dataset before Ray starts."""
+    from farm.data.folds import resolve_partitions
+    from farm.data.store import FrameStore
+
+    overrides = {"data.path": opts.data, **({"model.fusion": opts.fusion} if opts.fusion else {})}
+    base = space.base_config(overrides)
+    store = FrameStore(opts.data)
+    parts, _ = resolve_partitions(store.meta, set(store.subjects), base.data.fold_file)
+    folds = [str(f) for f in space.sweep.get("folds", list(parts.parts))]
+    unknown = [f for f in folds if f not in parts.parts]
+    if unknown:
+        raise SweepError(f"{space.path}: sweep.folds {unknown} not among the partitions {list(parts.parts)}")
+    return flatten(base), folds
+
+
+class DefineByRun:
+    """Optuna define-by-run search space from the YAML parameters (a class: the searcher state is pickled)."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.params = space.params
+
+    def __call__(self, trial) -> None:
+        for p in self.params:
+            if p.kind == "float":
+                trial.suggest_float(p.key, p.low, p.high, log=p.log)
+            elif p.kind == "int":
+                trial.suggest_int(p.key, int(p.low), int(p.high), log=p.log)
+            else:
+                trial.suggest_categorical(p.key, list(p.choices))
+
+
+def make_trainable(base_flat: dict[str, Any], folds: list[str], opts: SweepOptions, exp_id: str, resources: dict):
+    """The Tune function trainable: one TorchTrainer whose workers are the folds."""
+
+    def run_trial(config: dict[str, Any]) -> None:
+        from ray import tune
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        from farm.config import unflatten
+        from farm.sweep.worker import RESULT_FILE, FoldMeanCallback, fold_worker, trial_flat
+        from farm.tracking.mlflow import RunTracker, ensure_store, get_or_create_run, provenance_tags
+
+        trial = tune.get_context().get_trial_id()
+        flat = trial_flat(flatten(unflatten(config, unflatten(base_flat))))
+        client = ensure_store(opts.tracking_uri)
+        tags = {"sweep": opts.name, "space": opts.space, **provenance_tags()}
+        parent = get_or_create_run(client, exp_id, trial, tags={"trial": trial, **tags})
+        RunTracker(client, parent).log_params(flat)
+        tracking = {
+            "uri": opts.tracking_uri,
+            "experiment_id": exp_id,
+            "trial": trial,
+            "parent_run_id": parent,
+            "tags": tags,
+        }
+        final_epoch = int(flat["train.epochs"]) + 1
+        trainer = TorchTrainer(
+            fold_worker,
+            train_loop_config={"flat": flat, "folds": folds, "threads": resources["threads"], "tracking": tracking},
+            scaling_config=ScalingConfig(num_workers=len(folds), use_gpu=resources["gpu"],
+                                         resources_per_worker=resources["per_fold"]),
+            run_config=RunConfig(name=trial, storage_path=str(Path(opts.storage) / opts.name / "train"),
+                                 callbacks=[FoldMeanCallback(flat["data.aus"], final_epoch, tracking)],
+                                 failure_config=FailureConfig(max_failures=opts.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        )  # fmt: skip
+        result = trainer.fit()
+        failures = []
+        with result.checkpoint.as_directory() as d:
+            for fold in folds:
+                r = json.loads((Path(d) / fold / RESULT_FILE).read_text())
+                if r.get("diverged"):
+                    failures.append(f"fold {fold}: {r['diverged']}")
+        if failures:  # the parent run is already marked FAILED with the reason
+            raise RuntimeError(f"trial {trial} failed: {'; '.join(failures)}")
+
+    return run_trial
+
+
+def plan_resources(num_folds: int, max_concurrent: int, opts: SweepOptions) -> dict[str, Any]:
+    import ray
+
+    total = ray.cluster_resources()
+    gpus = int(total.get("GPU", 0))
+    cpus = float(total.get("CPU", 1))
+    if gpus:
+        per_cpu = opts.cpus_per_fold or max(1.0, math.floor(cpus / max(1, gpus)))
+        return {"gpu": True, "per_fold": {"CPU": per_cpu, "GPU": 1}, "threads": int(per_cpu)}
+    free = cpus - TRIAL_CPU * max_concurrent  # the trial functions mostly wait for their folds
+    per_cpu = opts.cpus_per_fold or max(0.1, math.floor(100 * free / (num_folds * max_concurrent)) / 100)
+    return {"gpu": False, "per_fold": {"CPU": per_cpu}, "threads": max(1, int(per_cpu))}
+
+
+class Progress:
+    """A Tune callback printing one line per event: trials done / running / stopped / failed, best so far."""
+
+    def __new__(cls, total: int):
+        from ray.tune import Callback
+
+        class _Progress(Callback):
+            def __init__(self) -> None:
+                self.total, self.best, self.best_trial = total, -1.0, ""
+                self.done: set[str] = set()
+                self.failed: set[str] = set()
+                self.last_epoch: dict[str, int] = {}
+
+            def _status(self, trials) -> str:
+                running = sum(t.status == "RUNNING" for t in trials)
+                stopped = sum(t.status == "TERMINATED" and t.trial_id not in self.done for t in trials)
+                best = f"best {self.best:.3f} ({self.best_trial})" if self.best >= 0 else "no result yet"
+                return (f"{len(self.done)}/{self.total} done, {running} running, {stopped} stopped early, "
+                        f"{len(self.failed)} failed; {best}")  # fmt: skip
+
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                v = result.get(OBJECTIVE, float("nan"))
+                if result.get("final"):
+                    self.done.add(trial.trial_id)
+                    if math.isfinite(v) and v > self.best:
+                        self.best, self.best_trial = v, trial.trial_id
+                    _log(f"trial {trial.trial_id} finished: fold-mean val F1 {v:.3f}, test F1 "
+                         f"{result.get('cv/test_f1_mean', float('nan')):.3f} ± {result.get('cv/test_f1_std', float('nan')):.3f}"
+                         f" | {self._status(trials)}")  # fmt: skip
+                elif self.last_epoch.get(trial.trial_id) != result.get("epoch"):
+                    self.last_epoch[trial.trial_id] = result.get("epoch")
+                    _log(f"trial {trial.trial_id} epoch {result.get('epoch')}: fold-mean val F1 {v:.3f} "
+                         f"({result.get('folds_running', '?')} folds training) | {self._status(trials)}")  # fmt: skip
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                self.failed.add(trial.trial_id)
+                _log(
+                    f"trial {trial.trial_id} FAILED ({trial.error_file or 'see its error file'}) | {self._status(trials)}"
+                )
+
+        return _Progress()
+
+
+def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
+    """Run (or resume) a sweep; returns the leaderboard rows, best first."""
+    opts = resolve_options(opts)
+    try:
+        space = load_space(opts.space)
+    except SpaceError:
+        raise
+    prepare_data(opts)
+    base_flat, folds = check_plan(space, opts)
+    trials = opts.trials or int(space.sweep.get("trials", 10))
+    max_concurrent = opts.max_concurrent or int(space.sweep.get("max_concurrent", 1))
+    sweep_dir = Path(opts.storage) / opts.name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if not opts.resume:
+        (sweep_dir / "sweep.json").write_text(json.dumps(asdict(opts), indent=2))
+
+    from farm.tracking.mlflow import ensure_store, experiment_id
+
+    client = ensure_store(opts.tracking_uri)  # once, before any worker starts
+    exp_id = experiment_id(client, opts.name, opts.tracking_uri)
+
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not ray.is_initialized():
+        if opts.address:
+            ray.init(address=opts.address, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    resources = plan_resources(len(folds), max_concurrent, opts)
+    _log(f"sweep {opts.name}: space {space.path}, {trials} trials x {len(folds)} folds ({', '.join(folds)}), "
+         f"{max_concurrent} at a time, {resources['per_fold']} per fold; data {opts.data}")  # fmt: skip
+    _log(f"MLflow: {opts.tracking_uri}, experiment {opts.name!r}")
+    epochs = int(base_flat["train.epochs"])
+    trainable = tune.with_resources(make_trainable(base_flat, folds, opts, exp_id, resources), {"CPU": TRIAL_CPU})
+    storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}")
+    searcher = ConcurrencyLimiter(
+        OptunaSearch(DefineByRun(space), metric=OBJECTIVE, mode="max", study_name=opts.name, storage=storage,
+                     sampler=optuna.samplers.TPESampler(seed=opts.seed)),
+        max_concurrent=max_concurrent,
+    )  # fmt: skip
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs + 2, grace_period=min(epochs, int(space.sweep.get("grace_period", 1))),
+                              reduction_factor=int(space.sweep.get("reduction_factor", 3)))  # fmt: skip
+    run_config = tune.RunConfig(name=opts.name, storage_path=opts.storage, verbose=0, callbacks=[Progress(trials)])
+    if opts.resume and tune.Tuner.can_restore(str(sweep_dir)):
+        _log(f"resuming sweep {opts.name} from {sweep_dir}")
+        tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = tune.Tuner(trainable, run_config=run_config,
+                           tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=trials,
+                                                       metric=OBJECTIVE, mode="max"))  # fmt: skip
+    grid = tuner.fit()
+    rows = leaderboard(grid)
+    close_stopped_runs(client, exp_id, rows)
+    print(format_leaderboard(rows, opts, folds))
+    return rows
+
+
+def leaderboard(grid) -> list[dict[str, Any]]:
+    rows = []
+    for r in grid:
+        m = r.metrics or {}
+        trial = m.get("trial_id") or (Path(r.path).name if r.path else "?")
+        failed = r.error or m.get("failed")
+        row = {"trial": trial, "status": "failed" if failed else ("finished" if m.get("final") else "stopped"),
+               "val": m.get(OBJECTIVE, float("nan")), "test": m.get("cv/test_f1_mean", float("nan")),
+               "test_std": m.get("cv/test_f1_std", float("nan")), "epoch": m.get("epoch"), "folds": {},
+               "config": {k: v for k, v in (r.config or {}).items()}}  # fmt: skip
+        if m.get("results"):
+            row["folds"] = {f["fold"]: f["test"]["f1_mean"] for f in json.loads(m["results"])}
+        rows.append(row)
+    rows.sort(key=lambda r: (r["status"] == "finished", r["val"] if math.isfinite(r["val"]) else -1), reverse=True)
+    return rows
+
+
+def close_stopped_runs(client, exp_id: str, rows: list[dict[str, Any]]) -> None:
+    """Trials stopped by ASHA leave RUNNING MLflow runs: mark them (and their folds) KILLED, with the reason."""
+    from farm.tracking.mlflow import find_run
+
+    for row in rows:
+        if row["status"] != "stopped":
+            continue
+        parent = find_run(client, exp_id, row["trial"])
+        if parent is None:
+            continue
+        for run in client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"):
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, "KILLED")
+        client.set_tag(parent, "stopped", f"ASHA stopped the trial after epoch {row['epoch']}")
+        client.set_terminated(parent, "KILLED")
+
+
+def format_leaderboard(rows: list[dict[str, Any]], opts: SweepOptions, folds: list[str], top: int = 5) -> str:
+    lines = [f"\nsweep {opts.name}: top trials by fold-mean validation F1 (the objective; test F1 is reported, never optimised)",
+             f"{'trial':14s} {'status':9s} {'val F1':>7s} {'test F1 mean ± std':>19s}  " + " ".join(f"{f:>6s}" for f in folds)]  # fmt: skip
+    for r in rows[:top]:
+        per = " ".join(f"{100 * r['folds'][f]:6.1f}" if f in r["folds"] else f"{'-':>6s}" for f in folds)
+        test = f"{100 * r['test']:6.1f} ± {100 * r['test_std']:4.1f}" if math.isfinite(r["test"]) else "-"
+        val = f"{100 * r['val']:7.1f}" if math.isfinite(r["val"]) else f"{'-':>7s}"
+        lines.append(f"{r['trial']:14s} {r['status']:9s} {val} {test:>19s}  {per}")
+    store = opts.tracking_uri
+    ui = (f"mlflow ui --backend-store-uri {store} --host 127.0.0.1 --port 5000" if store.startswith("sqlite")
+          else f"open {store}")  # fmt: skip
+    lines += [f"results: Tune/Train in {Path(opts.storage) / opts.name}, MLflow experiment {opts.name!r} in {store}",
+              f"open them: {ui}"]  # fmt: skip
+    return "\n".join(lines)

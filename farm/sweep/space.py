@@ -1,0 +1,179 @@
+"""Search spaces: YAML files in `search_spaces/`, validated against the config tree at load time.
+
+```yaml
+description: what this sweep is for
+config: cpu                    # preset or YAML config file every trial starts from (optional)
+fixed:                         # flat config keys set for every trial
+  model.fusion: amf
+  train.epochs: 2
+space:                         # flat config keys searched by Optuna (TPE)
+  amf.lambda_fused: {float: [1.0, 3.0]}
+  amf.num_samples:  {int: [8, 128], log: true}
+  train.lr:         {float: [1.0e-5, 1.0e-3], log: true}
+  augment.cut_switch_block: {choice: [0, 25, 50, 75]}
+sweep:                         # defaults of `farm sweep` options (the command line wins)
+  trials: 20
+  max_concurrent: 1
+  folds: [P1, P2, P3]
+  grace_period: 2              # ASHA: epochs before a trial may be stopped
+  reduction_factor: 3
+```
+
+Every key must name a config field; ranges must be ordered and of the field's type; each bound
+and choice must make a valid config with the fixed values. Errors name the file and the key.
+This module imports no Ray or Optuna.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from farm.config import Config, ConfigError, _field_types, coerce, load_config, unflatten
+
+SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+KINDS = ("float", "int", "choice")
+SWEEP_KEYS = {"trials": int, "max_concurrent": int, "folds": list, "grace_period": int, "reduction_factor": int}
+
+
+class SpaceError(ValueError):
+    """A search-space file is unusable; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str
+    kind: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    path: str
+    description: str = ""
+    config: str | None = None
+    fixed: dict[str, Any] = field(default_factory=dict)
+    params: tuple[Param, ...] = ()
+    sweep: dict[str, Any] = field(default_factory=dict)
+
+    def base_config(self, overrides: dict[str, Any] | None = None) -> Config:
+        """The config every trial starts from: preset/file <- fixed <- overrides (e.g. data.path)."""
+        return load_config(self.config, {**self.fixed, **(overrides or {})})
+
+    def trial_config(self, sampled: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
+        return unflatten(sampled, self.base_config(overrides))
+
+
+def resolve_space_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    for cand in (SPACE_DIR / f"{name_or_path}.yaml", SPACE_DIR / str(name_or_path)):
+        if cand.exists():
+            return cand
+    known = ", ".join(sorted(q.stem for q in SPACE_DIR.glob("*.yaml"))) if SPACE_DIR.is_dir() else "none"
+    raise SpaceError(f"search space {name_or_path} not found (shipped: {known})")
+
+
+def _param(where: str, key: str, spec: Any, types: dict[str, Any]) -> Param:
+    if key not in types:
+        raise SpaceError(f"{where}: space key {key!r} is not a config field (see `farm train --help` for the keys)")
+    if not isinstance(spec, dict):
+        raise SpaceError(f"{where}: {key}: expected a mapping like {{float: [low, high]}} or {{choice: [a, b]}}")
+    kinds = [k for k in KINDS if k in spec]
+    extra = sorted(set(spec) - set(KINDS) - {"log"})
+    if len(kinds) != 1 or extra:
+        raise SpaceError(
+            f"{where}: {key}: give exactly one of float / int / choice (and optionally log), got {sorted(spec)}"
+        )
+    kind, value = kinds[0], spec[kinds[0]]
+    tp = types[key]
+    if kind == "choice":
+        if not isinstance(value, list) or not value:
+            raise SpaceError(f"{where}: {key}: choice must be a non-empty list")
+        try:
+            choices = tuple(coerce(key, v) for v in value)
+        except ConfigError as e:
+            raise SpaceError(f"{where}: {e}") from None
+        return Param(key, "choice", choices=choices)
+    if kind == "int" and tp is not int or kind == "float" and tp is not float:
+        raise SpaceError(f"{where}: {key}: a {kind} range, but the field is {getattr(tp, '__name__', tp)}")
+    if not (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        raise SpaceError(f"{where}: {key}: {kind} must be [low, high] numbers, got {value!r}")
+    low, high = value
+    if kind == "int" and not all(float(v).is_integer() for v in value):
+        raise SpaceError(f"{where}: {key}: int bounds must be integers, got {value!r}")
+    if low > high:
+        raise SpaceError(f"{where}: {key}: low {low} > high {high}")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise SpaceError(f"{where}: {key}: log must be true or false")
+    if log and low <= 0:
+        raise SpaceError(f"{where}: {key}: a log range needs low > 0, got {low}")
+    cast = int if kind == "int" else float
+    return Param(key, kind, cast(low), cast(high), log)
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """Read and validate a search-space file (a name like `smoke` looks in search_spaces/)."""
+    path = resolve_space_path(name_or_path)
+    where = str(path)
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SpaceError(f"{where}: not valid YAML ({e})") from None
+    if not isinstance(doc, dict):
+        raise SpaceError(f"{where}: expected a mapping with description / config / fixed / space / sweep")
+    unknown = sorted(set(doc) - {"description", "config", "fixed", "space", "sweep"})
+    if unknown:
+        raise SpaceError(f"{where}: unknown top-level key(s) {unknown} (description, config, fixed, space, sweep)")
+    types = _field_types()
+    fixed = doc.get("fixed") or {}
+    space = doc.get("space") or {}
+    sweep = doc.get("sweep") or {}
+    for name, section in (("fixed", fixed), ("space", space), ("sweep", sweep)):
+        if not isinstance(section, dict):
+            raise SpaceError(f"{where}: {name} must be a mapping")
+    for key in fixed:
+        if key not in types:
+            raise SpaceError(f"{where}: fixed key {key!r} is not a config field")
+    both = sorted(set(fixed) & set(space))
+    if both:
+        raise SpaceError(f"{where}: {', '.join(both)} both fixed and searched")
+    for key, value in sweep.items():
+        if key not in SWEEP_KEYS:
+            raise SpaceError(f"{where}: sweep key {key!r} unknown (known: {', '.join(SWEEP_KEYS)})")
+        if not isinstance(value, SWEEP_KEYS[key]) or isinstance(value, bool):
+            raise SpaceError(f"{where}: sweep.{key} must be {SWEEP_KEYS[key].__name__}, got {value!r}")
+    params = tuple(_param(where, k, v, types) for k, v in space.items())
+    result = SearchSpace(
+        path.stem, where, str(doc.get("description", "")), doc.get("config"), dict(fixed), params, dict(sweep)
+    )
+    try:  # every bound and choice must give a valid config with the fixed values
+        base = result.base_config()
+        for p in params:
+            for v in p.choices or (p.low, p.high):
+                unflatten({p.key: v}, base)
+    except ConfigError as e:
+        raise SpaceError(f"{where}: {e}") from None
+    return result
+
+
+def grid_size(space: SearchSpace) -> float:
+    """Number of distinct configurations (inf when a float range is searched)."""
+    n = 1.0
+    for p in space.params:
+        n *= len(p.choices) if p.kind == "choice" else (p.high - p.low + 1 if p.kind == "int" else math.inf)
+    return n

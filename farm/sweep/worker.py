@@ -1,0 +1,185 @@
+"""One trial = one Ray Train run whose workers are the folds (world rank i trains fold i; no DDP).
+
+Every fold reports once per epoch (a "round"): Ray Train needs every worker to report the same
+number of times, so a fold that early-stopped keeps reporting its frozen best values until the
+last round, then all report their test results in a final round. `FoldMeanCallback` sees the
+reports of all folds together and sends Tune the fold mean (for ASHA) and, at the end, the
+cross-validation summary. Each round's checkpoint holds every fold's files under `<fold>/`, so a
+failed worker group restarts from the last round (Ray Train `FailureConfig`) and each fold resumes
+from its own `last.pt`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import torch
+from ray.train.v2.api.callback import UserCallback
+
+from farm.config import unflatten
+from farm.cv import aggregate_folds
+from farm.engine import TrainingDiverged, fit_fold
+
+RESULT_FILE = "result.json"
+ROUND_FILE = "round.json"
+
+
+def fold_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker function. config: flat (the trial's flat config), folds, tracking (or None)."""
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    fold = config["folds"][rank]
+    cfg = unflatten({**config["flat"], "data.fold": fold})
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    local = Path(tempfile.mkdtemp(prefix=f"farm-{fold}-"))
+    fold_dir = local / fold
+    state = {"round": 0}
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            if (Path(d) / fold).is_dir():
+                shutil.copytree(Path(d) / fold, fold_dir, dirs_exist_ok=True)
+                state = json.loads((fold_dir / ROUND_FILE).read_text())
+    fold_dir.mkdir(parents=True, exist_ok=True)
+
+    tracker = None
+    if config.get("tracking"):
+        from farm.tracking.mlflow import RunTracker, ensure_store, get_or_create_run
+
+        t = config["tracking"]
+        client = ensure_store(t["uri"])
+        run_id = get_or_create_run(client, t["experiment_id"], f"{t['trial']}-{fold}", t["parent_run_id"],
+                                   {"fold": fold, "trial": t["trial"], **t["tags"]})  # fmt: skip
+        tracker = RunTracker(client, run_id)
+
+    def send(metrics: dict[str, Any], final: bool = False) -> None:
+        state["round"] = state["round"] + (0 if final else 1)
+        (fold_dir / ROUND_FILE).write_text(json.dumps(state))
+        name = f"round_{state['round']:04d}{'_final' if final else ''}"
+        ray.train.report({**metrics, "fold": fold, "round": state["round"], "final": int(final)},
+                         checkpoint=ray.train.Checkpoint.from_directory(str(local)), checkpoint_dir_name=name,
+                         delete_local_checkpoint_after_upload=False)  # fmt: skip
+
+    best = {"val_f1": -1.0}
+
+    def report(metrics: dict[str, float], checkpoint: str | None = None) -> None:
+        best["val_f1"] = max(best["val_f1"], metrics["val/f1_mean"])
+        send({"epoch": int(metrics["epoch"]), "val_f1": metrics["val/f1_mean"], "best_val_f1": best["val_f1"],
+              "train_loss": metrics["train/loss"], "stopped": 0, "diverged": 0})  # fmt: skip
+
+    result_path = fold_dir / RESULT_FILE
+    diverged = ""
+    if result_path.exists():  # finished before a restart
+        result = json.loads(result_path.read_text())
+    else:
+        try:
+            res = fit_fold(cfg, report=report, tracker=tracker, checkpoint_dir=fold_dir, log=lambda s: None)
+            result = json.loads(res.to_json())
+        except TrainingDiverged as e:
+            diverged = str(e)
+            result = {"diverged": diverged, "fold": fold}
+        result_path.write_text(json.dumps(result))
+        (fold_dir / "last.pt").unlink(missing_ok=True)  # finished: keep best.pt only
+    frozen = result.get("val", {}).get("f1_mean", float("nan")) if not diverged else float("nan")
+    while state["round"] < cfg.train.epochs:  # keep step with the folds still training
+        send({"epoch": state["round"], "val_f1": frozen, "best_val_f1": frozen, "train_loss": float("nan"),
+              "stopped": 1, "diverged": int(bool(result.get("diverged")))})  # fmt: skip
+    if tracker is not None and "test" in result:
+        tracker.log_metrics({f"test/count_{k}_{au}": c[k] for au, c in result["test"]["counts"].items() for k in c})
+        tracker.set_tags({"split_hash": result["split"]["hash"], "data_hash": result["data_hash"],
+                          "best_epoch": result["best_epoch"], "checkpoint": "best.pt in the trial's last Ray Train "
+                          f"checkpoint, folder {fold}/"})  # fmt: skip
+        tracker.finish()
+    elif tracker is not None:
+        tracker.set_tags({"failure": result.get("diverged", "")})
+        tracker.finish("FAILED")
+    send({"result": json.dumps(result), "diverged": int(bool(result.get("diverged")))}, final=True)
+
+
+class FoldMeanCallback(UserCallback):
+    """Runs beside the Ray Train controller: aggregates all folds' reports and forwards them to Tune.
+
+    On the final round it first writes the trial's summary to its MLflow parent run, then sends
+    Tune the last result (epoch = train.epochs + 1), so a scheduler stopping the trial on that
+    result cannot cut the summary short.
+    """
+
+    def __init__(self, aus: list[str], final_epoch: int, tracking: dict[str, Any] | None = None) -> None:
+        from ray.train._internal.session import get_session
+
+        self.aus, self.final_epoch, self.tracking = list(aus), final_epoch, tracking
+        self._queue = get_session()._get_or_create_inter_actor_queue()
+
+    def _send(self, out: dict[str, Any]) -> None:
+        from ray.util.queue import Full
+
+        try:  # never block the controller forever: a trial stopped by the scheduler no longer reads
+            self._queue.put(out, timeout=120)
+        except Full:
+            pass
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        out: dict[str, Any] = {"epoch": int(max(m.get("round", 0) for m in metrics))}
+        if checkpoint is not None:
+            out["checkpoint_path"] = checkpoint.path
+        if not metrics[0].get("final"):
+            best = [m["best_val_f1"] for m in metrics]
+            out["cv/val_f1_mean"] = float(sum(best) / len(best)) if all(map(math.isfinite, best)) else float("nan")
+            out["cv/val_f1_epoch_mean"] = float(sum(m["val_f1"] for m in metrics) / len(metrics))
+            out["folds_running"] = sum(1 - int(m["stopped"]) for m in metrics)
+            out["final"] = 0
+            self._send(out)
+            return
+        results = [json.loads(m["result"]) for m in metrics]
+        failed = [r for r in results if r.get("diverged")]
+        out.update(epoch=self.final_epoch, final=1)
+        if failed:
+            out["failed"] = "; ".join(f"fold {r['fold']}: {r['diverged']}" for r in failed)
+            out["cv/val_f1_mean"] = float("nan")
+        else:
+            out.update(aggregate_folds(results, self.aus))
+            out["results"] = json.dumps(
+                [{k: r[k] for k in ("fold", "test", "val", "best_epoch", "split")} for r in results]
+            )
+        if self.tracking:
+            log_parent(self.tracking, results, self.aus, checkpoint.path if checkpoint else "", out.get("failed"))
+        self._send(out)
+
+
+def fold_mean_curve(results: list[dict[str, Any]]) -> list[float]:
+    """Per-epoch mean over folds of the validation F1 (a fold that stopped carries its last value)."""
+    curves = [[h["val/f1_mean"] for h in r["history"]] for r in results]
+    n = max(len(c) for c in curves)
+    return [float(sum(c[min(e, len(c) - 1)] for c in curves) / len(curves)) for e in range(n)]
+
+
+def log_parent(tracking: dict[str, Any], results: list[dict[str, Any]], aus: list[str], checkpoint_path: str,
+               failure: str | None) -> None:  # fmt: skip
+    """The trial's parent run: CV summary, per-epoch fold-mean curve, per-fold test F1, lineage tags."""
+    from farm.tracking.mlflow import RunTracker, ensure_store
+
+    tracker = RunTracker(ensure_store(tracking["uri"]), tracking["parent_run_id"])
+    if failure:
+        tracker.set_tags({"failure": failure})
+        tracker.finish("FAILED")
+        return
+    tracker.log_metrics(aggregate_folds(results, aus))
+    for e, v in enumerate(fold_mean_curve(results)):
+        tracker.log_metrics({"cv/val_f1_epoch_mean": v}, step=e)
+    tracker.log_metrics({f"fold/{r['fold']}/test_f1": r["test"]["f1_mean"] for r in results})
+    tracker.set_tags({"data_hash": results[0]["data_hash"],
+                      "split_hashes": ",".join(f"{r['fold']}:{r['split']['hash']}" for r in results),
+                      "partitions_hash": results[0]["split"].get("partitions_hash", ""),
+                      "checkpoint": checkpoint_path})  # fmt: skip
+    tracker.finish()
+
+
+def trial_flat(flat: dict[str, Any]) -> dict[str, Any]:
+    """Tuples to lists so the flat config travels through Ray and JSON unchanged."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
