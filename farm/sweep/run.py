@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -263,7 +264,9 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
         if opts.address:
             ray.init(address=opts.address, log_to_driver=False)
         else:
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            temp = os.environ.get("FARM_RAY_TEMP_DIR")  # tests keep Ray's sockets and logs in their tmp dir
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     **({"_temp_dir": temp} if temp else {}))  # fmt: skip
     resources = plan_resources(len(folds), max_concurrent, opts)
     _log(f"sweep {opts.name}: space {space.path}, {trials} trials x {len(folds)} folds ({', '.join(folds)}), "
          f"{max_concurrent} at a time, {resources['per_fold']} per fold; data {opts.data}")  # fmt: skip

@@ -92,7 +92,8 @@ def fold_worker(config: dict[str, Any]) -> None:
               "stopped": 1, "diverged": int(bool(result.get("diverged")))})  # fmt: skip
     if tracker is not None and "test" in result:
         tracker.log_metrics({f"test/count_{k}_{au}": c[k] for au, c in result["test"]["counts"].items() for k in c})
-        tracker.set_tags({"split_hash": result["split"]["hash"], "data_hash": result["data_hash"],
+        tracker.set_tags({**{f"split.{k}": " ".join(result["split"][k]) for k in ("train", "val", "test")},
+                          "split_hash": result["split"]["hash"], "data_hash": result["data_hash"],
                           "best_epoch": result["best_epoch"], "checkpoint": "best.pt in the trial's last Ray Train "
                           f"checkpoint, folder {fold}/"})  # fmt: skip
         tracker.finish()

@@ -1,0 +1,49 @@
+import pytest
+
+from farm.sweep.space import SPACE_DIR, SpaceError, load_space
+
+
+@pytest.mark.parametrize("name", ["smoke", "amf_bp4d", "amf_bp4dplus", "baselines"])
+def test_shipped_spaces_load_and_search_what_the_issue_asks(name):
+    space = load_space(name)
+    keys = {p.key for p in space.params}
+    if name.startswith("amf"):
+        assert {"amf.lambda_fused", "amf.lambda_modality", "amf.lambda_guidance", "amf.num_samples", "amf.tau_start",
+                "amf.tau_floor", "amf.tau_decay", "augment.cut_switch_block", "train.lr"} <= keys  # fmt: skip
+        assert 0 in next(p for p in space.params if p.key == "augment.cut_switch_block").choices  # 0 = off
+    if name == "baselines":
+        assert "model.fusion" in keys
+    assert space.base_config().data.path == ""  # the dataset comes from --data
+
+
+@pytest.mark.parametrize(
+    "body, msg",
+    [
+        (
+            "space:\n  amf.lambda_fusd: {float: [1, 2]}\n",
+            r"bad.yaml: space key 'amf.lambda_fusd' is not a config field",
+        ),
+        ("space:\n  train.lr: {float: [0.1, 0.01]}\n", r"bad.yaml: train.lr: low 0.1 > high 0.01"),
+        ("space:\n  amf.num_samples: {float: [1, 2]}\n", r"amf.num_samples: a float range, but the field is int"),
+        ("space:\n  amf.num_samples: {int: [1, many]}\n", r"amf.num_samples: int must be \[low, high\] numbers"),
+        ("space:\n  train.lr: {float: [0, 1], log: true}\n", r"train.lr: a log range needs low > 0"),
+        ("space:\n  amf.eval_mode: {choice: [mean, vote]}\n", r"amf.eval_mode: must be 'mean' or 'argmax'"),
+        ("space:\n  amf.tau_floor: {float: [0.5, 2.0]}\n", r"amf.tau_floor: must be <= tau_start"),
+        ("fixed:\n  train.epoch: 3\n", r"fixed key 'train.epoch' is not a config field"),
+        ("fixed:\n  train.lr: 0.1\nspace:\n  train.lr: {float: [0.1, 0.2]}\n", r"train.lr both fixed and searched"),
+        ("sweep:\n  trials: many\n", r"sweep.trials must be int"),
+        ("sweeps: {}\n", r"unknown top-level key"),
+        ("space:\n  train.lr: [0.1, 0.2]\n", r"train.lr: expected a mapping"),
+    ],
+)
+def test_bad_space_files_fail_at_once_naming_the_key(tmp_path, body, msg):
+    p = tmp_path / "bad.yaml"
+    p.write_text(body)
+    with pytest.raises(SpaceError, match=msg):
+        load_space(p)
+
+
+def test_unknown_space_name_lists_the_shipped_ones():
+    with pytest.raises(SpaceError, match="shipped: amf_bp4d, amf_bp4dplus, baselines, smoke"):
+        load_space("nope")
+    assert SPACE_DIR.name == "search_spaces"

@@ -1,0 +1,126 @@
+"""`farm sweep` end to end: a real local Ray, a real sqlite MLflow store, real Optuna, as a user runs it."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+FARM = [sys.executable, "-m", "farm.cli"]
+
+
+@pytest.fixture
+def farm_env(tmp_path):
+    """A tiny synthetic set, and Ray's temp dir (short: socket paths) and TMPDIR owned by the test."""
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    env = {**os.environ, "TMPDIR": str(tmp_path), "FARM_RAY_TEMP_DIR": ray_tmp, "RAY_ADDRESS": "",
+           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    env.pop("RAY_ADDRESS")
+    subprocess.run([*FARM, "data", "synth", "--out", str(tmp_path / "data"), "--subjects", "6", "--tasks", "1",
+                    "--frames", "16", "--size", "32", "--difficulty", "easy"], check=True, env=env,
+                   capture_output=True)  # fmt: skip
+    yield env, tmp_path
+    kill_ray_processes(ray_tmp)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def kill_ray_processes(ray_tmp: str) -> None:
+    """Stop this test's Ray processes by their own ids (never `ray stop`: it ends every Ray of the user)."""
+    marker = f"FARM_RAY_TEMP_DIR={ray_tmp}".encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            if marker in Path(f"/proc/{pid}/environ").read_bytes():
+                os.kill(int(pid), signal.SIGKILL)
+        except (OSError, PermissionError):
+            pass
+
+
+def sweep_args(tmp_path, name, *extra):
+    return [*FARM, "sweep", "--data", str(tmp_path / "data"), "--storage", str(tmp_path / "sweeps"),
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--name", name, *extra]  # fmt: skip
+
+
+def runs_by_parent(tmp_path, name):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {
+        p.info.run_id: [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents
+    }
+    return client, parents, children
+
+
+def test_smoke_sweep_logs_one_parent_per_trial_and_one_child_per_fold(farm_env):
+    env, tmp_path = farm_env
+    proc = subprocess.run(sweep_args(tmp_path, "e2e", "--trials", "2"), env=env, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "top trials by fold-mean validation F1" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
+
+    client, parents, children = runs_by_parent(tmp_path, "e2e")
+    assert len(parents) == 2 and len({p.info.run_name for p in parents}) == 2
+    subjects = {f"{s}{i:03d}" for i in range(1, 4) for s in "FM"}
+    for p in parents:
+        kids = children[p.info.run_id]
+        assert sorted(k.data.tags["fold"] for k in kids) == ["P1", "P2", "P3"]
+        assert p.info.status == "FINISHED" and all(k.info.status == "FINISHED" for k in kids)
+        tests = [k.data.metrics["test/f1_mean"] for k in kids]
+        assert p.data.metrics["cv/test_f1_mean"] == pytest.approx(np.mean(tests), abs=1e-12)
+        assert p.data.metrics["cv/test_f1_std"] == pytest.approx(np.std(tests), abs=1e-12)
+        assert "cv/val_f1_mean" in p.data.metrics and "cv/test_f1_pooled" in p.data.metrics
+        assert len(client.get_metric_history(p.info.run_id, "cv/val_f1_epoch_mean")) == 2  # per-epoch curve
+        test_sets = []
+        for k in kids:
+            train, val, test = (set(k.data.tags[f"split.{s}"].split()) for s in ("train", "val", "test"))
+            assert not (test & train) and not (test & val) and not (train & val)
+            assert train | val | test == subjects
+            test_sets.append(test)
+            assert len(client.get_metric_history(k.info.run_id, "val/f1_mean")) == 2  # once per epoch
+        assert set().union(*test_sets) == subjects and sum(map(len, test_sets)) == 6  # folds partition subjects
+        for tag in ("git_sha", "version.torch", "data_hash", "split_hashes", "partitions_hash"):
+            assert p.data.tags.get(tag), tag
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{tmp_path / 'sweeps' / 'e2e' / 'optuna.db'}")
+    assert len(study.trials) == 2
+
+
+def test_resume_after_kill_9_finishes_without_duplicates(farm_env):
+    env, tmp_path = farm_env
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(sweep_args(tmp_path, "resume", "--trials", "3"), env=env, stdout=log,
+                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.time() + 600
+    while "finished:" not in (tmp_path / "first.log").read_text():
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < deadline, "the first trial did not finish in time"
+        time.sleep(1)
+    first.send_signal(signal.SIGKILL)  # the driver dies without any cleanup
+    first.wait()
+    kill_ray_processes(env["FARM_RAY_TEMP_DIR"])  # and its local Ray with it, as a reboot would
+    _, parents, _ = runs_by_parent(tmp_path, "resume")
+    done_before = {p.info.run_name for p in parents if p.info.status == "FINISHED"}
+    assert done_before
+
+    again = subprocess.run([*FARM, "sweep", "--storage", str(tmp_path / "sweeps"), "--name", "resume", "--resume"],
+                           env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    client, parents, children = runs_by_parent(tmp_path, "resume")
+    names = [p.info.run_name for p in parents]
+    assert len(names) == len(set(names)) == 3  # no trial lost, none duplicated
+    assert all(len(children[p.info.run_id]) == 3 for p in parents)
+    for p in parents:
+        if p.info.run_name in done_before:  # finished before the kill: not rerun
+            assert len(client.get_metric_history(p.info.run_id, "cv/test_f1_mean")) == 1
+    study = optuna.load_study(study_name="resume", storage=f"sqlite:///{tmp_path / 'sweeps' / 'resume' / 'optuna.db'}")
+    assert len(study.trials) == 3
