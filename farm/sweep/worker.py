@@ -75,7 +75,8 @@ def fold_worker(config: dict[str, Any]) -> None:
 
     result_path = fold_dir / RESULT_FILE
     diverged = ""
-    if result_path.exists():  # finished before a restart
+    restored = result_path.exists()
+    if restored:  # finished before a restart: nothing to train or log again
         result = json.loads(result_path.read_text())
     else:
         try:
@@ -90,7 +91,9 @@ def fold_worker(config: dict[str, Any]) -> None:
     while state["round"] < cfg.train.epochs:  # keep step with the folds still training
         send({"epoch": state["round"], "val_f1": frozen, "best_val_f1": frozen, "train_loss": float("nan"),
               "stopped": 1, "diverged": int(bool(result.get("diverged")))})  # fmt: skip
-    if tracker is not None and "test" in result:
+    if tracker is not None and restored:
+        tracker.finish("FINISHED" if "test" in result else "FAILED")
+    elif tracker is not None and "test" in result:
         tracker.log_metrics({f"test/count_{k}_{au}": c[k] for au, c in result["test"]["counts"].items() for k in c})
         tracker.set_tags({**{f"split.{k}": " ".join(result["split"][k]) for k in ("train", "val", "test")},
                           "split_hash": result["split"]["hash"], "data_hash": result["data_hash"],
@@ -165,7 +168,11 @@ def log_parent(tracking: dict[str, Any], results: list[dict[str, Any]], aus: lis
     """The trial's parent run: CV summary, per-epoch fold-mean curve, per-fold test F1, lineage tags."""
     from farm.tracking.mlflow import RunTracker, ensure_store
 
-    tracker = RunTracker(ensure_store(tracking["uri"]), tracking["parent_run_id"])
+    client = ensure_store(tracking["uri"])
+    tracker = RunTracker(client, tracking["parent_run_id"])
+    if not failure and "cv/test_f1_mean" in client.get_run(tracking["parent_run_id"]).data.metrics:
+        tracker.finish()  # a resumed trial that had finished: its summary is already there
+        return
     if failure:
         tracker.set_tags({"failure": failure})
         tracker.finish("FAILED")

@@ -120,7 +120,9 @@ def test_resume_after_kill_9_finishes_without_duplicates(farm_env):
     assert len(names) == len(set(names)) == 3  # no trial lost, none duplicated
     assert all(len(children[p.info.run_id]) == 3 for p in parents)
     for p in parents:
-        if p.info.run_name in done_before:  # finished before the kill: not rerun
+        if p.info.run_name in done_before:  # finished before the kill: not trained or logged again
             assert len(client.get_metric_history(p.info.run_id, "cv/test_f1_mean")) == 1
+            for k in children[p.info.run_id]:
+                assert len(client.get_metric_history(k.info.run_id, "val/f1_mean")) == 2
     study = optuna.load_study(study_name="resume", storage=f"sqlite:///{tmp_path / 'sweeps' / 'resume' / 'optuna.db'}")
     assert len(study.trials) == 3
