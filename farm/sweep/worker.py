@@ -95,6 +95,7 @@ def fold_worker(config: dict[str, Any]) -> None:
         tracker.finish("FINISHED" if "test" in result else "FAILED")
     elif tracker is not None and "test" in result:
         tracker.log_metrics({f"test/count_{k}_{au}": c[k] for au, c in result["test"]["counts"].items() for k in c})
+        tracker.log_metrics({"time/fold_s": result["seconds"]})  # fit_fold's own wall time: data, train, eval
         tracker.set_tags({**{f"split.{k}": " ".join(result["split"][k]) for k in ("train", "val", "test")},
                           "split_hash": result["split"]["hash"], "data_hash": result["data_hash"],
                           "best_epoch": result["best_epoch"], "checkpoint": "best.pt in the trial's last Ray Train "
