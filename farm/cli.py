@@ -14,6 +14,8 @@ examples:
   farm data synth --out data/synthetic
   farm data prepare bp4d --root /data/BP4D_crops --out data/bp4d
   farm data folds --dataset bp4dplus
+  farm sweep                                   # the smoke sweep: synthetic set, local Ray, ./mlflow.db
+  farm sweep --space amf_bp4d --data data/bp4d --trials 40 --address auto
   farm train --data data/synthetic --fusion amf --fold P1 --config cpu --out runs/amf_P1.json
   farm train --data data/synthetic --fusion single:depth --fold P2 --set train.epochs=5
 """
@@ -150,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="farm",
         description="Cross-validation farm for multimodal facial action unit detection with Adaptive Multimodal "
-        "Fusion (AMF, ACM MM 2020): synthetic and prepared datasets, subject-exclusive folds, AMF and baselines.",
+        "Fusion (AMF, ACM MM 2020): synthetic and prepared BP4D/BP4D+ datasets, subject-exclusive folds, AMF and "
+        "baselines, and hyperparameter sweeps whose folds train in parallel on Ray, tracked in MLflow.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
