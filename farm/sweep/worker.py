@@ -39,13 +39,13 @@ def fold_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     local = Path(tempfile.mkdtemp(prefix=f"farm-{fold}-"))
     fold_dir = local / fold
-    state = {"round": 0}
+    state: dict[str, Any] = {"round": 0, "best_val_f1": -1.0}  # saved with every round's checkpoint
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             if (Path(d) / fold).is_dir():
                 shutil.copytree(Path(d) / fold, fold_dir, dirs_exist_ok=True)
-                state = json.loads((fold_dir / ROUND_FILE).read_text())
+                state.update(json.loads((fold_dir / ROUND_FILE).read_text()))
     fold_dir.mkdir(parents=True, exist_ok=True)
 
     tracker = None
@@ -66,11 +66,9 @@ def fold_worker(config: dict[str, Any]) -> None:
                          checkpoint=ray.train.Checkpoint.from_directory(str(local)), checkpoint_dir_name=name,
                          delete_local_checkpoint_after_upload=False)  # fmt: skip
 
-    best = {"val_f1": -1.0}
-
     def report(metrics: dict[str, float], checkpoint: str | None = None) -> None:
-        best["val_f1"] = max(best["val_f1"], metrics["val/f1_mean"])
-        send({"epoch": int(metrics["epoch"]), "val_f1": metrics["val/f1_mean"], "best_val_f1": best["val_f1"],
+        state["best_val_f1"] = max(state["best_val_f1"], metrics["val/f1_mean"])
+        send({"epoch": int(metrics["epoch"]), "val_f1": metrics["val/f1_mean"], "best_val_f1": state["best_val_f1"],
               "train_loss": metrics["train/loss"], "stopped": 0, "diverged": 0})  # fmt: skip
 
     result_path = fold_dir / RESULT_FILE
@@ -105,6 +103,7 @@ def fold_worker(config: dict[str, Any]) -> None:
         tracker.set_tags({"failure": result.get("diverged", "")})
         tracker.finish("FAILED")
     send({"result": json.dumps(result), "diverged": int(bool(result.get("diverged")))}, final=True)
+    shutil.rmtree(local, ignore_errors=True)  # uploaded: the trial's checkpoints live in the sweep's storage
 
 
 class FoldMeanCallback(UserCallback):
