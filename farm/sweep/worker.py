@@ -181,6 +181,11 @@ def log_parent(tracking: dict[str, Any], results: list[dict[str, Any]], aus: lis
     for e, v in enumerate(fold_mean_curve(results)):
         tracker.log_metrics({"cv/val_f1_epoch_mean": v}, step=e)
     tracker.log_metrics({f"fold/{r['fold']}/test_f1": r["test"]["f1_mean"] for r in results})
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            client.log_artifact(tracking["parent_run_id"], plot_per_au(results, aus, Path(d) / "per_au_test_f1.png"))
+    except Exception as e:  # noqa: BLE001 - a plot must never fail a trial
+        tracker.set_tags({"plot_error": f"{type(e).__name__}: {e}"})
     tracker.set_tags({"data_hash": results[0]["data_hash"],
                       "split_hashes": ",".join(f"{r['fold']}:{r['split']['hash']}" for r in results),
                       "partitions_hash": results[0]["split"].get("partitions_hash", ""),
@@ -191,3 +196,28 @@ def log_parent(tracking: dict[str, Any], results: list[dict[str, Any]], aus: lis
 def trial_flat(flat: dict[str, Any]) -> dict[str, Any]:
     """Tuples to lists so the flat config travels through Ray and JSON unchanged."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
+
+
+def plot_per_au(results: list[dict[str, Any]], aus: list[str], path: Path) -> str:
+    """Bar chart of per-AU test F1, mean and std over folds, with each fold's value as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    f1 = np.array([[r["test"]["f1"][au] for au in aus] for r in results], dtype=float) * 100  # (folds, AUs)
+    x = np.arange(len(aus))
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(aus)), 3.5))
+    ax.bar(x, np.nanmean(f1, 0), yerr=np.nanstd(f1, 0), capsize=3, color="#4c72b0", alpha=0.8, label="mean ± std")
+    for row, r in zip(f1, results):
+        ax.plot(x, row, "o", ms=3, label=f"fold {r['fold']}")
+    ax.set_xticks(x, aus, rotation=45)
+    ax.set_ylabel("test F1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"per-AU test F1 over {len(results)} folds (mean {np.nanmean(f1):.1f})")
+    ax.legend(fontsize=7, ncol=len(results) + 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)

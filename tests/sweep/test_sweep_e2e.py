@@ -91,6 +91,8 @@ def test_smoke_sweep_logs_one_parent_per_trial_and_one_child_per_fold(farm_env):
         assert set().union(*test_sets) == subjects and sum(map(len, test_sets)) == 6  # folds partition subjects
         for tag in ("git_sha", "version.torch", "data_hash", "split_hashes", "partitions_hash"):
             assert p.data.tags.get(tag), tag
+        assert "plot_error" not in p.data.tags
+        assert [a.path for a in client.list_artifacts(p.info.run_id)] == ["per_au_test_f1.png"]
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{tmp_path / 'sweeps' / 'e2e' / 'optuna.db'}")
     assert len(study.trials) == 2
 
