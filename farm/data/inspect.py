@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.data.store import SKIPS_FILE, FrameStore
+from farm.data.store import SKIPS_FILE, FrameStore, read_skips
 
 
 def describe(root: str | Path, all_skips: bool = False, examples: int = 3) -> str:
     """Counts of subjects, tasks, frames (per modality), AU label rates and the skipped frames by reason."""
-    import pyarrow.parquet as pq
-
     store = FrameStore(root)
     meta = store.meta
     tasks = Counter(store.manifest.column("task").to_pylist())
@@ -27,7 +25,8 @@ def describe(root: str | Path, all_skips: bool = False, examples: int = 3) -> st
         f"  frames per subject: min {min(subjects.values())}, median {int(np.median(list(subjects.values())))}, "
         f"max {max(subjects.values())}",
     ]
-    skips = pq.read_table(Path(root) / SKIPS_FILE).to_pylist() if (Path(root) / SKIPS_FILE).exists() else []
+    table = read_skips(root)
+    skips = table.to_pylist() if table is not None else []
     per_mod = Counter(s["modality"] for s in skips)
     lines.append(f"  {'modality':9s} {'ch':>2s} {'size':>9s} {'frames':>8s} {'skipped':>8s}  codec {meta.codec}")
     for m in meta.modalities:

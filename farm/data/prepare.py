@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from farm.config import BP4D_AUS
-from farm.data.aucoding import read_au_occ
+from farm.data.aucoding import index_frames, read_au_occ
 from farm.data.store import (
     CODECS,
     SKIPS_FILE,
@@ -197,8 +197,6 @@ def _sequence_dirs(root: Path, folder: str) -> dict[tuple[str, str], Path]:
 
 
 def _index(directory: Path | None, suffixes: tuple[str, ...]) -> dict[int, Path]:
-    from farm.data.aucoding import index_frames
-
     if directory is None or not directory.is_dir():
         return {}
     try:
@@ -248,9 +246,9 @@ def _landmarks_for(root: Path, subject: str, task: str, frames_sorted: list[int]
     return None
 
 
-def plan(spec: PrepareSpec) -> Plan:
+def plan(spec: PrepareSpec, layout: str | None = None) -> Plan:
     """List the frames to write and the ones to skip (cheap: file listings and label files only)."""
-    layout = detect_layout(spec)
+    layout = layout or detect_layout(spec)
     root = Path(spec.root)
     labels, ignored = _label_files(spec)
     notes = [f"ignored label files not named SUBJECT_TASK.csv: {', '.join(ignored)}"] if ignored else []
@@ -379,11 +377,6 @@ def write_skips(out: Path, skips: list[Skip]) -> None:
     _atomic_write_bytes(out / SKIPS_FILE, sink.getvalue().to_pybytes())
 
 
-def read_skips(root: str | Path) -> pa.Table | None:
-    path = Path(root) / SKIPS_FILE
-    return pq.read_table(path) if path.exists() else None
-
-
 class StrictError(DatasetError):
     """--strict and some frames would be skipped."""
 
@@ -409,7 +402,7 @@ def prepare(
     if existing is not None:
         log(f"{out} already holds this dataset (same root and settings): reusing it")
         return existing
-    p = plan(spec)
+    p = plan(spec, layout)
     if strict and p.skips:
         raise StrictError(f"--strict: {len(p.skips)} frame(s) would be skipped ({skip_summary(p.skips)}); "
                           f"first: {p.skips[0].subject}/{p.skips[0].task} frame {p.skips[0].frame}: {p.skips[0].reason} "

@@ -291,6 +291,12 @@ class DatasetWriter:
         return meta
 
 
+def read_skips(root: str | Path) -> pa.Table | None:
+    """The frames `farm data prepare` left out (skips.parquet), or None for a dataset without one."""
+    path = Path(root) / SKIPS_FILE
+    return pq.read_table(path) if path.exists() else None
+
+
 class FrameStore:
     """Read-only access to a prepared dataset: the manifest in memory, images memory-mapped.
 
@@ -348,6 +354,9 @@ class FrameStore:
     def blob(self, index: int, modality: str) -> memoryview:
         """The stored (encoded) bytes of frame `index` in `modality`: a zero-copy view of the mapped shard."""
         self.meta.modality(modality)  # a clear error for a modality the dataset lacks
+        return self._blob(index, modality)
+
+    def _blob(self, index: int, modality: str) -> memoryview:
         shard, row = int(self._shard[index]), int(self._row[index])
         if shard not in self._maps:
             self._maps[shard] = self._open_shard(shard)
@@ -356,7 +365,8 @@ class FrameStore:
 
     def image(self, index: int, modality: str) -> np.ndarray:
         """(H, W, C) uint8 image of frame `index` (manifest row) in `modality`."""
-        return decode_image(self.blob(index, modality), self.meta.modality(modality), self.meta.codec)
+        spec = self.meta.modality(modality)  # a clear error for a modality the dataset lacks
+        return decode_image(self._blob(index, modality), spec, self.meta.codec)
 
     def __getstate__(self) -> dict[str, Any]:
         # Memory maps do not pickle; each process re-opens them.

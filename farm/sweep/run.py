@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.config import flatten
-from farm.sweep.space import SearchSpace, SpaceError, load_space
+from farm.sweep.space import SearchSpace, load_space
 
 OBJECTIVE = "cv/val_f1_mean"
 TRIAL_CPU = 0.05
@@ -234,10 +234,7 @@ class Progress:
 def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
     """Run (or resume) a sweep; returns the leaderboard rows, best first."""
     opts = resolve_options(opts)
-    try:
-        space = load_space(opts.space)
-    except SpaceError:
-        raise
+    space = load_space(opts.space)
     prepare_data(opts)
     base_flat, folds = check_plan(space, opts)
     trials = opts.trials or int(space.sweep.get("trials", 10))
@@ -305,7 +302,7 @@ def leaderboard(grid) -> list[dict[str, Any]]:
         row = {"trial": trial, "status": "failed" if failed else ("finished" if m.get("final") else "stopped"),
                "val": m.get(OBJECTIVE, float("nan")), "test": m.get("cv/test_f1_mean", float("nan")),
                "test_std": m.get("cv/test_f1_std", float("nan")), "epoch": m.get("epoch"), "folds": {},
-               "config": {k: v for k, v in (r.config or {}).items()}}  # fmt: skip
+               "config": dict(r.config or {})}  # fmt: skip
         if m.get("results"):
             row["folds"] = {f["fold"]: f["test"]["f1_mean"] for f in json.loads(m["results"])}
         rows.append(row)

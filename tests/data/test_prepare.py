@@ -26,9 +26,8 @@ from farm.data.prepare import (
     PrepareSpec,
     StrictError,
     prepare,
-    read_skips,
 )
-from farm.data.store import DatasetError, FrameStore
+from farm.data.store import DatasetError, FrameStore, read_skips
 
 BP4D_SUBJECTS = sorted(s for p in standard_partitions("bp4d").parts.values() for s in p)
 
