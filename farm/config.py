@@ -60,7 +60,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     fusion: str = "amf"
-    """Fusion head: amf, late, early, cam or single:<modality>."""
+    """Fusion head: amf, late, early, cam, mtut, temt or single:<modality> (docs/baselines.md)."""
     backbone: str = "resnet18"
     """Backbone per modality: resnet18 (paper) or resnet10 (one block per stage, for CPU tests)."""
     pretrained: str = "none"
@@ -105,6 +105,25 @@ class AMFConfig:
         _check(
             self.eval_mode in ("mean", "argmax"), "amf.eval_mode", f"must be 'mean' or 'argmax', got {self.eval_mode!r}"
         )
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    """Weights of the multimodal baselines of the AMF paper's Tables 1-2 (docs/baselines.md)."""
+
+    mtut_lambda_ssa: float = 1.0
+    """MTUT: weight lambda of the focal-regularised SSA loss. The paper's I3D setups use 1e-3 to 5e-2
+    (mmpose configs: 5e-3, 1e-3) on an unnormalised correlation; ours is scale-free (each term in
+    [0, 2]): on ResNet-18 at 224 px, 1.0 here gives about the loss of mmpose's 5e-3 (docs/baselines.md)."""
+    mtut_beta: float = 2.0
+    """MTUT: focal sharpness beta in rho = ReLU(exp(beta * (L^m - L^n)) - 1); 2 in the paper and mmpose."""
+    temt_lambda_transfer: float = 1.0
+    """TEMT-Net: weight of the visual -> thermal/depth image-reconstruction task (mean L1 in [-1, 1]
+    units). The WACV paper's task weights are not public; 1.0 = equal weighting with the AU task."""
+
+    def __post_init__(self) -> None:
+        for name in ("mtut_lambda_ssa", "mtut_beta", "temt_lambda_transfer"):
+            _check(getattr(self, name) >= 0, f"baselines.{name}", f"must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -163,6 +182,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     amf: AMFConfig = field(default_factory=AMFConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -283,7 +303,7 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(tree, dict):
-        raise ConfigError(f"{p}: expected a mapping of sections (data, model, amf, augment, train)")
+        raise ConfigError(f"{p}: expected a mapping of sections (data, model, amf, baselines, augment, train)")
     flat: dict[str, Any] = {}
     for section, values in tree.items():
         if not isinstance(values, dict):

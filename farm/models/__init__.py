@@ -8,8 +8,20 @@ from farm.config import Config
 from farm.models.amf import AMF
 from farm.models.backbones import BACKBONES, build_backbone
 from farm.models.heads import ChannelAttentionFusion, EarlyFusion, FusionModel, LateFusion, SingleModality
+from farm.models.mtut import MTUT
+from farm.models.temt import TEMTNet, two_modalities
 
-__all__ = ["AMF", "BACKBONES", "FUSIONS", "FusionModel", "build_model", "fusion_modalities", "parse_fusion"]
+__all__ = [
+    "AMF",
+    "BACKBONES",
+    "FUSIONS",
+    "MTUT",
+    "FusionModel",
+    "TEMTNet",
+    "build_model",
+    "fusion_modalities",
+    "parse_fusion",
+]
 
 
 def _per_modality(cfg: Config, channels: dict[str, int]) -> dict:
@@ -34,6 +46,19 @@ def _cam(cfg: Config, channels: dict[str, int], num_aus: int) -> FusionModel:
     return ChannelAttentionFusion(_per_modality(cfg, channels), num_aus)
 
 
+def _mtut(cfg: Config, channels: dict[str, int], num_aus: int) -> FusionModel:
+    b = cfg.baselines
+    return MTUT(_per_modality(cfg, channels), num_aus, lambda_ssa=b.mtut_lambda_ssa, beta=b.mtut_beta)
+
+
+def _temt(cfg: Config, channels: dict[str, int], num_aus: int) -> FusionModel:
+    modalities = tuple(channels)
+    two_modalities(modalities)
+    source, target = modalities  # visual first; thermal (BP4D+) or depth (BP4D) second
+    backbone = build_backbone(cfg.model.backbone, channels[source], cfg.model.pretrained)
+    return TEMTNet(backbone, modalities, channels[target], num_aus, lambda_transfer=cfg.baselines.temt_lambda_transfer)
+
+
 def _early(cfg: Config, channels: dict[str, int], num_aus: int) -> FusionModel:
     backbone = build_backbone(cfg.model.backbone, sum(channels.values()), cfg.model.pretrained)
     return EarlyFusion(tuple(channels), backbone, num_aus)
@@ -49,6 +74,8 @@ FUSIONS: dict[str, Callable[[Config, dict[str, int], int], FusionModel]] = {
     "late": _late,
     "early": _early,
     "cam": _cam,
+    "mtut": _mtut,
+    "temt": _temt,
     "single": _single,
 }
 
@@ -72,7 +99,9 @@ def fusion_modalities(spec: str, requested: tuple[str, ...], available: tuple[st
     unknown = [m for m in wanted if m not in available]
     if unknown:
         raise ValueError(f"modality {', '.join(unknown)} not in the dataset (it holds {', '.join(available)})")
-    if name in ("amf", "late", "early", "cam") and len(wanted) < 2:
+    if name == "temt":
+        two_modalities(tuple(wanted))  # checked here so that a sweep refuses before training
+    elif name in ("amf", "late", "early", "cam", "mtut") and len(wanted) < 2:
         raise ValueError(f"fusion {name!r} needs at least two modalities, got {list(wanted)}; use single:<modality>")
     return tuple(wanted)
 

@@ -15,7 +15,8 @@ SPECS += ["single:visual"]
 
 def _model(spec: str, seed: int = 0):
     cfg = unflatten({"model.fusion": spec, "model.backbone": "resnet10", "amf.num_samples": 4})
-    mods = fusion_modalities(spec, (), tuple(CHANNELS))
+    requested = ("visual", "depth") if spec == "temt" else ()  # TEMT-Net takes exactly two
+    mods = fusion_modalities(spec, requested, tuple(CHANNELS))
     torch.manual_seed(seed)
     return build_model(cfg, {m: CHANNELS[m] for m in mods}, num_aus=12), mods
 
