@@ -1,0 +1,246 @@
+"""Reading a sweep back from MLflow: its trials (parent runs) with their folds (child runs).
+
+The layout is the one `farm sweep` writes (farm/tracking/mlflow.py, farm/sweep/worker.py): one
+experiment per sweep, named after it; a parent run per Tune trial (run name = trial id; params =
+the flat config; metrics `cv/...`; tags data_hash, split_hashes, partitions_hash, git_sha, ...);
+a child run per fold (tag `mlflow.parentRunId`, tag `fold`; metrics `test/f1_<AU>`, ...).
+Parent status: FINISHED, KILLED (stopped by ASHA) or FAILED.
+
+`trial_runs` and `best_trial` are general (reports, promotion); `method_result` and
+`report_sweeps` feed farm/report.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from farm.report import MethodResult, Report, build_report, load_paper_table, write_report
+from farm.tracking.mlflow import PARENT_TAG
+
+OBJECTIVE = "cv/val_f1_mean"
+
+
+class SweepLookupError(ValueError):
+    """A sweep, trial or fold cannot be found in the store; the message names the sweep and the store."""
+
+
+@dataclass(frozen=True)
+class FoldRun:
+    """A trial's child run for one fold (named by its test partition)."""
+
+    fold: str
+    run_id: str
+    status: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    start_time: int
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A trial's parent run and its fold runs (sorted by fold); times in ms since the epoch."""
+
+    run_id: str
+    trial: str
+    sweep: str
+    experiment_id: str
+    fusion: str
+    status: str
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
+    start_time: int
+    end_time: int | None
+    folds: tuple[FoldRun, ...]
+    store: str = ""
+
+    def metric(self, name: str) -> float:
+        """The metric's last value, NaN when the run has none."""
+        return float(self.metrics.get(name, math.nan))
+
+
+def _all_runs(client: MlflowClient, exp_id: str) -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp_id], max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def trial_runs(client: MlflowClient, sweep: str) -> list[TrialRecord]:
+    """Every trial of the sweep (any status), oldest first, each with its fold runs.
+
+    Raises SweepLookupError if the sweep has no experiment in the store or no FINISHED trial.
+    """
+    store = client.tracking_uri
+    exp = client.get_experiment_by_name(sweep)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments(max_results=100))
+        raise SweepLookupError(f"no sweep {sweep!r} in the MLflow store {store} (experiments: {', '.join(names)})")
+    runs = _all_runs(client, exp.experiment_id)
+    children: dict[str, list[FoldRun]] = {}
+    for r in runs:
+        parent = r.data.tags.get(PARENT_TAG)
+        if parent:
+            fold = r.data.tags.get("fold") or r.info.run_name.rsplit("-", 1)[-1]
+            children.setdefault(parent, []).append(FoldRun(fold, r.info.run_id, r.info.status, dict(r.data.metrics),
+                                                           dict(r.data.tags), r.info.start_time))  # fmt: skip
+    records = [
+        TrialRecord(r.info.run_id, r.info.run_name, sweep, exp.experiment_id, r.data.params.get("model.fusion", "?"),
+                    r.info.status, dict(r.data.metrics), dict(r.data.params), dict(r.data.tags), r.info.start_time,
+                    r.info.end_time, tuple(sorted(children.get(r.info.run_id, []), key=lambda f: f.fold)), store)
+        for r in runs if PARENT_TAG not in r.data.tags
+    ]  # fmt: skip
+    records.sort(key=lambda t: t.start_time)
+    if not any(t.status == "FINISHED" for t in records):
+        counts = {s: sum(t.status == s for t in records) for s in sorted({t.status for t in records})}
+        held = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none"
+        raise SweepLookupError(f"sweep {sweep!r} in the MLflow store {store} has no FINISHED trial (trials: {held})")
+    return records
+
+
+def best_trial(records: list[TrialRecord], metric: str = OBJECTIVE, fusion: str | None = None) -> TrialRecord:
+    """The FINISHED trial with the highest finite `metric` (optionally of one fusion spec); ties: earliest start."""
+    pool = [t for t in records if t.status == "FINISHED" and math.isfinite(t.metric(metric))]
+    if fusion is not None:
+        pool = [t for t in pool if t.fusion == fusion]
+    if not pool:
+        where = f"sweep {records[0].sweep!r} in {records[0].store}" if records else "no trials"
+        raise SweepLookupError(f"no FINISHED trial with a finite {metric}{f' and fusion {fusion!r}' if fusion else ''}"
+                               f" ({where}, {len(records)} trials)")  # fmt: skip
+    return max(pool, key=lambda t: (t.metric(metric), -t.start_time))
+
+
+def best_per_fusion(records: list[TrialRecord], metric: str = OBJECTIVE) -> dict[str, TrialRecord]:
+    """fusion spec -> its best FINISHED trial by `metric`, for every fusion with one (first-seen order)."""
+    fusions = dict.fromkeys(t.fusion for t in records if t.status == "FINISHED" and math.isfinite(t.metric(metric)))
+    return {f: best_trial(records, metric, f) for f in fusions}
+
+
+def record_for_run(client: MlflowClient, run_id: str) -> TrialRecord:
+    """The trial whose parent run is `run_id` (a fold run's id is refused with its trial's id)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise SweepLookupError(f"no run {run_id!r} in the MLflow store {client.tracking_uri}") from None
+    parent = run.data.tags.get(PARENT_TAG)
+    if parent:
+        raise SweepLookupError(f"run {run_id} is the fold run {run.info.run_name}; pass its trial's run id {parent}")
+    sweep = client.get_experiment(run.info.experiment_id).name
+    for rec in trial_runs(client, sweep):
+        if rec.run_id == run_id:
+            return rec
+    raise SweepLookupError(f"run {run_id} is not a trial of sweep {sweep!r}")  # pragma: no cover
+
+
+def describe_dataset(path: str, run_hash: str = "") -> str:
+    """One line from `<path>/dataset.json`, or 'not available' when the dataset is not on this machine."""
+    from farm.data.store import DatasetError, read_meta
+
+    if not path:
+        return "not available (the run records no data.path)"
+    try:
+        meta = read_meta(path)
+    except (DatasetError, OSError) as e:
+        return f"not available ({path} cannot be read here: {str(e).split(':')[0]})"
+    mods = ", ".join(f"{m.name} {m.channels}x{m.height}x{m.width}" for m in meta.modalities)
+    source = json.dumps(meta.source, sort_keys=True, default=str)
+    source = source if len(source) <= 300 else source[:297] + "..."
+    text = (f"{meta.name} at {path}: {len(meta.subjects)} subjects, {meta.num_frames} frames, {meta.codec} images "
+            f"({mods}); AUs {', '.join(meta.aus)}; source {source}; data hash {meta.data_hash}")  # fmt: skip
+    if run_hash and meta.data_hash != run_hash:
+        text += f". WARNING: the run used data hash {run_hash}: the dataset at this path has changed since"
+    return text
+
+
+def _fold_runs(record: TrialRecord) -> list[FoldRun]:
+    """One run per fold: the latest FINISHED one holding test metrics."""
+    chosen: dict[str, FoldRun] = {}
+    for f in sorted(record.folds, key=lambda f: f.start_time):
+        if f.status == "FINISHED" and "test/f1_mean" in f.metrics:
+            chosen[f.fold] = f
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def method_result(record: TrialRecord, metric: str = OBJECTIVE) -> MethodResult:
+    """The trial as farm.report's MethodResult: per-fold per-AU test F1 from its fold runs, and its lineage."""
+    where = f"trial {record.trial} (run {record.run_id}) of sweep {record.sweep!r} in {record.store}"
+    folds = _fold_runs(record)
+    if not folds:
+        raise SweepLookupError(f"{where} is {record.status} but has no finished fold run with test metrics")
+    expected = record.metric("cv/num_folds")
+    if math.isfinite(expected) and len(folds) != int(expected):
+        raise SweepLookupError(f"{where}: {len(folds)} finished fold runs, the trial logged cv/num_folds = "
+                               f"{int(expected)}")  # fmt: skip
+    aus = tuple(a for a in record.params.get("data.aus", "").split(",") if a)
+    if not aus:  # older runs without the param: the AUs the folds logged
+        aus = tuple(dict.fromkeys(k[len("test/f1_") :] for f in folds for k in f.metrics
+                                  if k.startswith("test/f1_") and k != "test/f1_mean"))  # fmt: skip
+    fold_f1 = {f.fold: {a: f.metrics[f"test/f1_{a}"] for a in aus if f"test/f1_{a}" in f.metrics} for f in folds}
+    split_tag = record.tags.get("split_hashes", "")
+    splits = dict(s.split(":", 1) for s in split_tag.split(",") if ":" in s) if split_tag else {}
+    splits = splits or {f.fold: f.tags["split_hash"] for f in folds if f.tags.get("split_hash")}
+    data_hash = record.tags.get("data_hash") or next((f.tags["data_hash"] for f in folds if "data_hash" in f.tags), "")
+    mods = tuple(m for m in record.params.get("data.modalities", "").split(",") if m)
+    if record.fusion.startswith("single:"):
+        mods = (record.fusion.split(":", 1)[1],)
+    elif not mods:
+        mods = _dataset_modalities(record.params.get("data.path", ""))
+    return MethodResult(
+        fusion=record.fusion, trial=record.trial, run_id=record.run_id, fold_f1=fold_f1, data_hash=data_hash,
+        split_hashes=splits, partitions_hash=record.tags.get("partitions_hash", ""),
+        data_description=describe_dataset(record.params.get("data.path", ""), data_hash),
+        objective=record.metric(metric), objective_metric=metric, sweep=record.sweep, modalities=mods, aus=aus,
+        logged_test_f1_mean=record.metric("cv/test_f1_mean"), git_sha=record.tags.get("git_sha", ""),
+    )  # fmt: skip
+
+
+def _dataset_modalities(path: str) -> tuple[str, ...]:
+    """data.modalities empty = every modality of the dataset, known only where the dataset is."""
+    from farm.data.store import DatasetError, read_meta
+
+    try:
+        return read_meta(path).modality_names if path else ()
+    except (DatasetError, OSError):
+        return ()
+
+
+def open_store(tracking_uri: str) -> MlflowClient:
+    """A client on an existing store (a sqlite path that does not exist is an error, not a new empty store)."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///") :]).exists():
+        raise SweepLookupError(f"no MLflow store at {tracking_uri[len('sqlite:///') :]} ({tracking_uri})")
+    return MlflowClient(tracking_uri)
+
+
+def report_sweeps(tracking_uri: str, sweeps: list[str], paper: str | None, out: str | Path,
+                  metric: str = OBJECTIVE) -> tuple[Report, dict[str, Path]]:  # fmt: skip
+    """`farm report`: the best trial per fusion over the sweeps (by `metric`), reported into `out`.
+
+    A fusion present in several sweeps is represented by its best trial across them; the report's
+    notes say when the rows come from different datasets or folds.
+    """
+    table = load_paper_table(paper) if paper else None  # a bad name fails before the store is read
+    if not sweeps:
+        raise SweepLookupError("name at least one sweep")
+    client = open_store(tracking_uri)
+    best: dict[str, TrialRecord] = {}
+    for sweep in sweeps:
+        for fusion, rec in best_per_fusion(trial_runs(client, sweep), metric).items():
+            if fusion not in best or rec.metric(metric) > best[fusion].metric(metric):
+                best[fusion] = rec
+    if not best:
+        raise SweepLookupError(f"no FINISHED trial with a finite {metric} in {', '.join(sweeps)} ({tracking_uri})")
+    methods = [method_result(r, metric) for r in best.values()]
+    aus = tuple(dict.fromkeys(a for m in methods for a in m.aus))
+    report = build_report(methods, aus, table, store=tracking_uri)
+    return report, write_report(report, out)
