@@ -18,6 +18,10 @@ examples:
   farm sweep --space amf_bp4d --data data/bp4d --trials 40 --address auto
   farm train --data data/synthetic --fusion amf --fold P1 --config cpu --out runs/amf_P1.json
   farm train --data data/synthetic --fusion single:depth --fold P2 --set train.epochs=5
+  farm promote --sweep smoke-20261124-101500   # best trial -> MLflow Model Registry (champion if it wins)
+  farm predict --model models:/amf-synthetic@champion --data data/synthetic --out preds.csv
+  farm robustness --model models:/amf-synthetic@champion
+  farm report --sweep smoke-20261124-101500 --paper bp4d --out reports/smoke
 """
 
 
@@ -148,6 +152,106 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sweep)
 
 
+def _tracking(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
+
+
+def _add_promote(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "promote",
+        help="register a sweep's best trial in the MLflow Model Registry; it becomes champion only if it wins",
+        description="Pick the sweep's best finished trial by a validation metric, package its fold models as one "
+        "MLflow model (an ensemble: probabilities averaged over the folds; see docs/registry.md), and register a "
+        "new version with its lineage (sweep, trial, fold runs, data, split and partitions hashes, git SHA, CV "
+        "metrics). The alias 'champion' moves to it only if a paired subject-level bootstrap of the test-fold F1 "
+        "difference against the current champion has its lower 95%% bound above zero (or there is no champion); "
+        "otherwise the version gets 'challenger' and the reason. Then the robustness study runs and is attached.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  farm promote --sweep smoke-20261124-101500\n"
+        "  farm promote --sweep amf-bp4d --model-name amf-bp4d-vd --tracking-uri http://127.0.0.1:5000\n"
+        "  farm promote --sweep amf-bp4d --trial 3f2a_00007 --force",
+    )
+    p.add_argument("--sweep", required=True, help="sweep name (its MLflow experiment)")
+    p.add_argument("--metric", default="cv/val_f1_mean", help="selection metric, higher is better (default "
+                   "cv/val_f1_mean: validation subjects only; selecting on test metrics is refused)")  # fmt: skip
+    p.add_argument("--model-name", default="", help="registered model name (default <fusion>-<dataset>)")
+    p.add_argument("--trial", default="", help="promote this trial (run name) instead of the best")
+    p.add_argument("--force", action="store_true", help="make it champion whatever the bootstrap says (recorded)")
+    p.add_argument("--no-robustness", action="store_true", help="skip the robustness study")
+    p.add_argument("--data", default="", help="dataset for the robustness study (default: the trial's data.path)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="subject resamples of the bootstrap (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap and noise seed (default 0)")
+    p.add_argument("--stride", type=int, default=1, help="robustness on every N-th test frame (default 1 = all)")
+    _tracking(p)
+    p.set_defaults(func=cmd_promote)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="per-frame AU probabilities and 0/1 decisions from a registered model",
+        description="Load a registered model and predict every frame of a prepared dataset (--data) or of an image "
+        "tree (--input TREE/<modality>/**/<frame>.jpg|png, frames matched by path). A modality the model reads "
+        "but the input lacks is filled with zeros after normalisation, as in the robustness study; the command "
+        "says which, and the CSV has a 'missing' column. Decisions use the threshold 0.5 the model was evaluated at.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  farm predict --model models:/amf-synthetic@champion --data data/synthetic --subjects F001\n"
+        "  farm predict --model models:/amf-bp4d/3 --input /data/new_session --out preds.csv",
+    )
+    p.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or a model directory")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="a prepared dataset directory")
+    src.add_argument("--input", help="an image tree: INPUT/<modality>/**/<frame>.jpg|png")
+    p.add_argument("--subjects", default="", help="with --data: comma list of subjects (default all)")
+    p.add_argument("--out", default="predictions.csv", help="output CSV (default predictions.csv)")
+    p.add_argument("--batch-size", type=int, default=128, help="frames per model call (default 128)")
+    _tracking(p)
+    p.set_defaults(func=cmd_predict)
+
+
+def _add_robustness(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "robustness",
+        help="the paper's missing/noisy-modality study (Fig. 4, 5) for a model or a trial, logged to MLflow",
+        description="Test each fold model on its own fold's test subjects with each modality missing (zeros; "
+        "with three modalities also each pair) and with Gaussian noise sigma 0.1, 0.2, 0.5, 0.8 on the [-1, 1] "
+        "input of each modality and of all. Writes a table (CSV + Markdown) and PNG curves to the run of the "
+        "model version (--model) or of the trial (--run); a run that already has a study keeps it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  farm robustness --model models:/amf-synthetic@champion\n"
+        "  farm robustness --run 0123abcd... --data data/bp4d --stride 5",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", default="", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    which.add_argument("--run", default="", help="a trial's parent run id (from a sweep)")
+    p.add_argument("--data", default="", help="dataset holding the folds' test subjects (default: the run's data.path)")
+    p.add_argument("--stride", type=int, default=1, help="every N-th test frame (default 1 = all)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    _tracking(p)
+    p.set_defaults(func=cmd_robustness)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="per-AU F1 of the best trial of each fusion method, beside the AMF paper's Table 1 or 2",
+        description="For each fusion method that ran in the sweep(s), take the best finished trial by the "
+        "validation metric and report its per-AU test F1, mean ± std over folds, with the data, split and "
+        "preprocessing each number came from. With --paper, the paper's table sits beside it, its AU columns "
+        "relabelled to the BP4D set the numbers belong to (DOMAIN.md section 2). Writes report.md, report.csv "
+        "and report.png.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  farm report --sweep smoke-20261124-101500\n"
+        "  farm report --sweep amf-bp4d --sweep baselines-bp4d --paper bp4d --out reports/bp4d",
+    )
+    p.add_argument("--sweep", action="append", required=True, help="sweep name (repeat for several sweeps)")
+    p.add_argument("--paper", choices=("bp4d", "bp4dplus"), default=None, help="put the paper's table beside")
+    p.add_argument("--metric", default="cv/val_f1_mean", help="selection metric (default cv/val_f1_mean)")
+    p.add_argument("--out", default="", help="output directory (default reports/<first sweep>)")
+    _tracking(p)
+    p.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="farm",
@@ -167,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_folds(data_sub)
     _add_train(sub)
     _add_sweep(sub)
+    _add_promote(sub)
+    _add_predict(sub)
+    _add_robustness(sub)
+    _add_report(sub)
     return parser
 
 
@@ -286,7 +394,83 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _uri(args: argparse.Namespace) -> str:
+    from farm.tracking.mlflow import default_tracking_uri
+
+    return args.tracking_uri or default_tracking_uri()
+
+
+def _selection_metric(metric: str) -> str:
+    if "test" in metric:
+        raise ValueError(f"--metric {metric}: selecting on test-partition metrics would report an optimistic number; "
+                         "use a validation metric such as cv/val_f1_mean")  # fmt: skip
+    return metric
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from farm.tracking.registry import PromoteOptions, promote
+
+    opts = PromoteOptions(sweep=args.sweep, tracking_uri=_uri(args), metric=_selection_metric(args.metric),
+                          model_name=args.model_name, trial=args.trial, force=args.force,
+                          robustness=not args.no_robustness, data=args.data, n_boot=args.bootstrap, seed=args.seed,
+                          stride=args.stride)  # fmt: skip
+    promote(opts, log=lambda s: print(s, flush=True))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from farm import predict
+
+    mlflow.set_tracking_uri(_uri(args))
+    model = mlflow.pyfunc.load_model(args.model)
+    spec = model.unwrap_python_model().ensemble.spec
+    if args.data:
+        n, absent, batches = predict.dataset_batches(args.data, spec, _csv(args.subjects), args.batch_size)
+    else:
+        n, absent, batches = predict.tree_batches(args.input, spec, args.batch_size)
+    print(f"{n} frames; the model reads {', '.join(spec.modalities)}"
+          + (f"; missing for every frame: {', '.join(absent)} (filled with zeros, as the robustness study does)"
+             if absent else ""), flush=True)  # fmt: skip
+
+    def call(images, missing):
+        return model.predict(images, params={"missing": ",".join(missing)}).to_numpy()
+
+    from tqdm import tqdm
+
+    with tqdm(total=n, unit="frame", disable=not sys.stderr.isatty()) as bar:
+        result = predict.run(call, batches, spec, args.out, progress=bar.update)
+    partial = {k: v for k, v in result["missing"].items() if k and k not in ("+".join(absent),)}
+    if partial:
+        print("frames with a modality filled: " + ", ".join(f"{v} without {k}" for k, v in partial.items()))
+    if "f1" in result:
+        print(f"F1 against the dataset's labels: {100 * result['f1']['f1_mean']:.1f} (frames of subjects the model "
+              "was trained on are not a test of it)")  # fmt: skip
+    print(f"{result['frames']} predictions written to {result['out']}")
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from farm.tracking.registry import robustness
+
+    robustness(_uri(args), model=args.model, run=args.run, data=args.data, stride=args.stride, seed=args.seed,
+               log=lambda s: print(s, flush=True))  # fmt: skip
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from farm.tracking.sweeps import report_sweeps
+
+    out = args.out or str(Path("reports") / args.sweep[0])
+    report, paths = report_sweeps(_uri(args), args.sweep, args.paper, out, metric=_selection_metric(args.metric))
+    print(report.to_markdown())
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per step, not per file
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -294,6 +478,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"farm: error: {msg}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if type(e).__module__.split(".")[0] not in ("mlflow", "ray", "optuna"):
+            raise  # a bug of the farm's own: keep the traceback
+        print(f"farm: error: {type(e).__name__}: {getattr(e, 'message', None) or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("farm: interrupted", file=sys.stderr)

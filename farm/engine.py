@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
@@ -28,6 +29,7 @@ from farm.data.augment import scaled_block
 from farm.data.dataset import FrameDataset
 from farm.data.folds import Split, make_split, resolve_partitions
 from farm.data.store import FrameStore
+from farm.inference import PREDICTIONS_FILE, InputSpec, predictions_table
 from farm.metrics import all_positive_f1, au_counts, summarize
 from farm.models import FusionModel, build_model, fusion_modalities
 
@@ -99,6 +101,13 @@ def crop_size(cfg: Config, store: FrameStore, modalities: tuple[str, ...]) -> in
         return cfg.augment.crop_size
     side = min(min(store.meta.modality(m).height, store.meta.modality(m).width) for m in modalities)
     return round(side * 224 / 256)  # the paper's 224 crop of 256 faces
+
+
+def input_spec(cfg: Config, store: FrameStore, modalities: tuple[str, ...]) -> InputSpec:
+    """What the fold's model reads, saved with its checkpoint so it can be used without the dataset."""
+    first = store.meta.modality(modalities[0])
+    return InputSpec(modalities, {m: store.meta.modality(m).channels for m in modalities}, first.height, first.width,
+                     crop_size(cfg, store, modalities), tuple(cfg.data.aus))  # fmt: skip
 
 
 def build_loaders(cfg: Config, store: FrameStore, split: Split, modalities: tuple[str, ...]) -> dict[str, DataLoader]:
@@ -202,6 +211,7 @@ def fit_fold(
     model = build_model(cfg, {m: store.meta.modality(m).channels for m in modalities}, len(cfg.data.aus)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     tracker.log_params(flatten(cfg))
+    spec = input_spec(cfg, store, modalities)
 
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     history: list[dict[str, float]] = []
@@ -248,9 +258,8 @@ def fit_fold(
         tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
         if ckpt:
             if improved:
-                _save(
-                    {"model": best_state, "config": to_dict(cfg), "epoch": epoch, "val_f1": best_f1}, ckpt / "best.pt"
-                )
+                _save({"model": best_state, "config": to_dict(cfg), "input": spec.to_dict(), "epoch": epoch,
+                       "val_f1": best_f1}, ckpt / "best.pt")  # fmt: skip
             _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": to_dict(cfg), "epoch": epoch,
                    "history": history, "best_f1": best_f1, "best_epoch": best_epoch, "best_val": best_val,
                    "rng": torch.get_rng_state()},
@@ -264,6 +273,12 @@ def fit_fold(
     model.load_state_dict(best_state)
     probs, labels, _ = predict(model, loaders["test"], device)
     test = summarize(au_counts(probs, labels), cfg.data.aus)
+    if ckpt:  # per-frame test predictions: the subject-level bootstrap of `farm promote` reads them
+        idx = loaders["test"].dataset.indices
+        column = lambda c: store.manifest.column(c).to_numpy(zero_copy_only=False)[idx]  # noqa: E731
+        table = predictions_table(column("subject"), column("task"), column("frame"), probs, labels, cfg.data.aus,
+                                  split.fold)  # fmt: skip
+        pq.write_table(table, ckpt / PREDICTIONS_FILE)
     tracker.log_metrics({"test/f1_mean": test["f1_mean"], **{f"test/f1_{au}": f for au, f in test["f1"].items()}})
     return FoldResult(
         fusion=cfg.model.fusion, fold=split.fold, test=test, val=best_val, epochs_run=len(history), best_epoch=best_epoch,

@@ -25,9 +25,12 @@ from ray.train.v2.api.callback import UserCallback
 from farm.config import unflatten
 from farm.cv import aggregate_folds
 from farm.engine import TrainingDiverged, fit_fold
+from farm.inference import PREDICTIONS_FILE
 
 RESULT_FILE = "result.json"
 ROUND_FILE = "round.json"
+PREDICTIONS_DIR = "predictions"
+"""Artifact folder of a fold run holding its per-frame test predictions."""
 
 
 def fold_worker(config: dict[str, Any]) -> None:
@@ -98,6 +101,8 @@ def fold_worker(config: dict[str, Any]) -> None:
                           "split_hash": result["split"]["hash"], "data_hash": result["data_hash"],
                           "best_epoch": result["best_epoch"], "checkpoint": "best.pt in the trial's last Ray Train "
                           f"checkpoint, folder {fold}/"})  # fmt: skip
+        if (fold_dir / PREDICTIONS_FILE).exists():  # per-frame test predictions, for `farm promote`
+            tracker.log_artifact(fold_dir / PREDICTIONS_FILE, PREDICTIONS_DIR)
         tracker.finish()
     elif tracker is not None:
         tracker.set_tags({"failure": result.get("diverged", "")})

@@ -1,75 +1,22 @@
 """`farm sweep` end to end: a real local Ray, a real sqlite MLflow store, real Optuna, as a user runs it."""
 
-import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
+from sweep_helpers import FARM, kill_ray_processes, runs_by_parent, sweep_args
 
 pytestmark = pytest.mark.slow
-FARM = [sys.executable, "-m", "farm.cli"]
 
 
-@pytest.fixture
-def farm_env(tmp_path):
-    """A tiny synthetic set, and Ray's temp dir (short: socket paths) and TMPDIR owned by the test."""
-    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    env = {**os.environ, "TMPDIR": str(tmp_path), "FARM_RAY_TEMP_DIR": ray_tmp, "RAY_ADDRESS": "",
-           "PYTHONUNBUFFERED": "1"}  # fmt: skip
-    env.pop("RAY_ADDRESS")
-    subprocess.run([*FARM, "data", "synth", "--out", str(tmp_path / "data"), "--subjects", "6", "--tasks", "1",
-                    "--frames", "16", "--size", "32", "--difficulty", "easy"], check=True, env=env,
-                   capture_output=True)  # fmt: skip
-    yield env, tmp_path
-    kill_ray_processes(ray_tmp)
-    shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-def kill_ray_processes(ray_tmp: str) -> None:
-    """Stop this test's Ray processes by their own ids (never `ray stop`: it ends every Ray of the user)."""
-    marker = f"FARM_RAY_TEMP_DIR={ray_tmp}".encode()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            if marker in Path(f"/proc/{pid}/environ").read_bytes():
-                os.kill(int(pid), signal.SIGKILL)
-        except (OSError, PermissionError):
-            pass
-
-
-def sweep_args(tmp_path, name, *extra):
-    return [*FARM, "sweep", "--data", str(tmp_path / "data"), "--storage", str(tmp_path / "sweeps"),
-            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--name", name, *extra]  # fmt: skip
-
-
-def runs_by_parent(tmp_path, name):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(name)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = {
-        p.info.run_id: [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents
-    }
-    return client, parents, children
-
-
-def test_smoke_sweep_logs_one_parent_per_trial_and_one_child_per_fold(farm_env):
-    env, tmp_path = farm_env
-    proc = subprocess.run(sweep_args(tmp_path, "e2e", "--trials", "2"), env=env, capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_smoke_sweep_logs_one_parent_per_trial_and_one_child_per_fold(smoke_sweep):
+    tmp_path, name, proc = smoke_sweep.root, smoke_sweep.name, smoke_sweep.proc
     assert "top trials by fold-mean validation F1" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
 
-    client, parents, children = runs_by_parent(tmp_path, "e2e")
+    client, parents, children = runs_by_parent(tmp_path, name)
     assert len(parents) == 2 and len({p.info.run_name for p in parents}) == 2
     subjects = {f"{s}{i:03d}" for i in range(1, 4) for s in "FM"}
     for p in parents:
@@ -93,7 +40,11 @@ def test_smoke_sweep_logs_one_parent_per_trial_and_one_child_per_fold(farm_env):
             assert p.data.tags.get(tag), tag
         assert "plot_error" not in p.data.tags
         assert [a.path for a in client.list_artifacts(p.info.run_id)] == ["per_au_test_f1.png"]
-    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{tmp_path / 'sweeps' / 'e2e' / 'optuna.db'}")
+        for k in kids:  # each fold's per-frame test predictions, for the champion bootstrap
+            assert [a.path for a in client.list_artifacts(k.info.run_id, "predictions")] == [
+                "predictions/test_predictions.parquet"
+            ]
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'sweeps' / name / 'optuna.db'}")
     assert len(study.trials) == 2
 
 

@@ -1,0 +1,305 @@
+"""Trained fold models as a predictor: load, preprocess raw images, predict, perturb inputs.
+
+Plain PyTorch/NumPy/PyArrow (no MLflow): `farm promote` packages a `FoldEnsemble` as an MLflow
+model, `farm predict` and `farm robustness` use it, and so can a script.
+
+- A fold model is the best-validation epoch of one cross-validation fold (`best.pt`); its test
+  subjects were never seen in its training or model selection.
+- `FoldEnsemble` averages the fold models' probabilities. On new subjects this is the registered
+  model (docs/registry.md says why an ensemble rather than a refit); on a fold's own test subjects
+  use that fold's model alone (`predict_tensors(..., fold=...)`), as the robustness study does.
+- Inputs are the prepared dataset's images, uint8 (N, H, W, C); the ensemble resizes them to the
+  training size if they differ, centre-crops and normalises to [-1, 1] exactly as evaluation does.
+- A missing modality is all zeros after normalisation (DOMAIN.md section 1, the paper's Fig. 4);
+  `perturb` also adds the Gaussian noise of Fig. 5.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from farm.config import Config, unflatten
+from farm.models import FusionModel, build_model
+
+PREDICTIONS_FILE = "test_predictions.parquet"
+SPEC_FILE = "model.json"
+
+
+class ModelInputError(ValueError):
+    """Inputs that do not fit the model (a missing modality, a wrong shape or type): the message says which."""
+
+
+# ---------------------------------------------------------------------------------------------
+# per-frame predictions, as written next to each fold's checkpoint and logged with its run
+
+
+def predictions_table(
+    subjects: np.ndarray, tasks: np.ndarray, frames: np.ndarray, probs: np.ndarray, labels: np.ndarray,
+    aus: tuple[str, ...] | list[str], fold: str,
+) -> pa.Table:  # fmt: skip
+    """One row per frame: subject, task, frame, fold, p_<AU> (probability), y_<AU> (1, 0, -1 unknown)."""
+    cols = {"subject": pa.array(subjects.astype(str)), "task": pa.array(tasks.astype(str)),
+            "frame": pa.array(frames.astype(np.int64)), "fold": pa.array([fold] * len(subjects))}  # fmt: skip
+    for j, au in enumerate(aus):
+        cols[f"p_{au}"] = pa.array(probs[:, j].astype(np.float32))
+    for j, au in enumerate(aus):
+        cols[f"y_{au}"] = pa.array(labels[:, j].astype(np.int8))
+    return pa.table(cols)
+
+
+@dataclass
+class Predictions:
+    """Per-frame test predictions of one or more folds (see `predictions_table`)."""
+
+    subject: np.ndarray  # (N,) str
+    task: np.ndarray  # (N,) str
+    frame: np.ndarray  # (N,) int
+    fold: np.ndarray  # (N,) str
+    probs: np.ndarray  # (N, A) float
+    labels: np.ndarray  # (N, A) int8
+    aus: tuple[str, ...]
+
+    @classmethod
+    def from_table(cls, table: pa.Table, where: str = "predictions") -> Predictions:
+        names = table.column_names
+        aus = tuple(n[2:] for n in names if n.startswith("p_"))
+        missing = [c for c in ("subject", "task", "frame", "fold", *(f"y_{a}" for a in aus)) if c not in names]
+        if missing or not aus:
+            raise ValueError(f"{where}: not a predictions table (missing columns {missing or ['p_<AU>']})")
+        col = lambda c: table.column(c).to_numpy(zero_copy_only=False)  # noqa: E731
+        return cls(np.asarray(col("subject"), dtype=object), np.asarray(col("task"), dtype=object), col("frame"),
+                   np.asarray(col("fold"), dtype=object), np.stack([col(f"p_{a}") for a in aus], 1),
+                   np.stack([col(f"y_{a}") for a in aus], 1).astype(np.int8), aus)  # fmt: skip
+
+    @classmethod
+    def read(cls, paths: Iterable[str | Path]) -> Predictions:
+        paths = list(paths)
+        tables = []
+        for p in paths:
+            try:
+                tables.append(pq.read_table(p))
+            except (OSError, pa.ArrowException) as e:
+                raise ValueError(f"{p}: cannot read predictions ({e})") from None
+        if not tables:
+            raise ValueError("no prediction files given")
+        try:
+            table = pa.concat_tables(tables)
+        except pa.ArrowException as e:
+            raise ValueError(f"predictions {', '.join(map(str, paths))} do not share one schema ({e})") from None
+        return cls.from_table(table, ", ".join(map(str, paths)))
+
+    def keys(self) -> np.ndarray:
+        """'subject/task/frame' per row: the identity of a frame across models."""
+        return np.array([f"{s}/{t}/{f}" for s, t, f in zip(self.subject, self.task, self.frame)], dtype=object)
+
+    def select(self, rows: np.ndarray) -> Predictions:
+        return dataclasses.replace(self, subject=self.subject[rows], task=self.task[rows], frame=self.frame[rows],
+                                   fold=self.fold[rows], probs=self.probs[rows], labels=self.labels[rows])  # fmt: skip
+
+    def to_table(self) -> pa.Table:
+        parts = [predictions_table(self.subject[m], self.task[m], self.frame[m], self.probs[m], self.labels[m],
+                                   self.aus, f) for f in dict.fromkeys(self.fold) for m in [self.fold == f]]  # fmt: skip
+        return pa.concat_tables(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a fold model reads: modalities in order, channels, the stored image size, the crop, the AUs."""
+
+    modalities: tuple[str, ...]
+    channels: dict[str, int]
+    height: int
+    width: int
+    crop: int
+    aus: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "modalities": list(self.modalities), "aus": list(self.aus)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputSpec:
+        return cls(tuple(d["modalities"]), {k: int(v) for k, v in d["channels"].items()}, int(d["height"]),
+                   int(d["width"]), int(d["crop"]), tuple(d["aus"]))  # fmt: skip
+
+
+def rebuild_model(config: dict, spec: InputSpec) -> FusionModel:
+    """The fold's architecture from its saved config, never downloading weights (they come from the checkpoint)."""
+    cfg: Config = unflatten({f"{s}.{k}": v for s, section in config.items() for k, v in section.items()})
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained="none"))
+    return build_model(cfg, {m: spec.channels[m] for m in spec.modalities}, len(spec.aus))
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a corrupt or foreign file: say which
+        raise ValueError(f"{path}: not a farm checkpoint ({type(e).__name__}: {e})") from None
+
+
+@dataclass
+class FoldEnsemble:
+    """The fold models of one configuration; probabilities averaged over folds."""
+
+    models: dict[str, FusionModel]
+    spec: InputSpec
+    config: dict
+    test_subjects: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    device: torch.device = torch.device("cpu")
+
+    def __post_init__(self) -> None:
+        for m in self.models.values():
+            m.to(self.device).eval()
+
+    @classmethod
+    def from_checkpoints(
+        cls, checkpoints: dict[str, str | Path], spec: InputSpec, test_subjects: dict[str, tuple[str, ...]] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> FoldEnsemble:  # fmt: skip
+        """{fold: best.pt} (as written by the engine) -> ensemble."""
+        models, config = {}, None
+        for fold, path in checkpoints.items():
+            state = load_checkpoint(path, device)
+            config = state["config"]
+            model = rebuild_model(config, spec)
+            try:
+                model.load_state_dict(state["model"])
+            except RuntimeError as e:
+                raise ValueError(f"{path}: weights do not fit the model of its config ({e})") from None
+            models[fold] = model
+        if not models:
+            raise ValueError("no fold checkpoints given")
+        return cls(models, spec, config, dict(test_subjects or {}), torch.device(device))
+
+    def save(self, out: str | Path, extra: dict | None = None) -> Path:
+        """<out>/model.json and <out>/<fold>.pt (state dicts only): the registered model's artifacts."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for fold, model in self.models.items():
+            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, out / f"{fold}.pt")
+        (out / SPEC_FILE).write_text(json.dumps({"input": self.spec.to_dict(), "config": self.config,
+                                                 "folds": list(self.models), "test_subjects": self.test_subjects,
+                                                 **(extra or {})}, indent=2))  # fmt: skip
+        return out
+
+    @classmethod
+    def load(cls, root: str | Path, device: torch.device | str = "cpu") -> FoldEnsemble:
+        root = Path(root)
+        try:
+            info = json.loads((root / SPEC_FILE).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{root / SPEC_FILE}: cannot read the model description ({e})") from None
+        spec = InputSpec.from_dict(info["input"])
+        models = {}
+        for fold in info["folds"]:
+            model = rebuild_model(info["config"], spec)
+            model.load_state_dict(load_checkpoint(root / f"{fold}.pt", device))
+            models[fold] = model
+        subjects = {k: tuple(v) for k, v in info.get("test_subjects", {}).items()}
+        return cls(models, spec, info["config"], subjects, torch.device(device))
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def preprocess(self, images: dict[str, np.ndarray], missing: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+        """uint8 (N, H, W, C) per modality -> normalised (N, C, crop, crop) tensors; `missing` modalities -> zeros.
+
+        A modality absent from `images` must be named in `missing`. Images of another size are
+        resized (bilinear) to the training size first.
+        """
+        missing = set(missing)
+        unknown = sorted(missing - set(self.spec.modalities))
+        if unknown:
+            raise ModelInputError(
+                f"missing modalities {unknown} are not inputs of this model ({list(self.spec.modalities)})"
+            )
+        absent = [m for m in self.spec.modalities if m not in images and m not in missing]
+        if absent:
+            raise ModelInputError(f"no input for modality {', '.join(absent)} (pass it, or declare it missing)")
+        n = {len(images[m]) for m in self.spec.modalities if m not in missing}
+        if len(n) > 1:
+            raise ModelInputError(f"modalities have different frame counts: {sorted(n)}")
+        count = n.pop() if n else 0
+        s, c = self.spec, self.spec.crop
+        out = {}
+        for m in s.modalities:
+            if m in missing:
+                out[m] = torch.zeros(count, s.channels[m], c, c, device=self.device)
+                continue
+            x = np.asarray(images[m])
+            if x.ndim == 3 and s.channels[m] == 1:
+                x = x[..., None]
+            if x.ndim != 4 or x.shape[-1] != s.channels[m]:
+                raise ModelInputError(f"{m}: expected uint8 images (N, H, W, {s.channels[m]}), got shape {x.shape}")
+            t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device).permute(0, 3, 1, 2).float()  # (N, C, H, W)
+            if t.shape[-2:] != (s.height, s.width):
+                t = F.interpolate(t, size=(s.height, s.width), mode="bilinear", align_corners=False)
+            top, left = (s.height - c) // 2, (s.width - c) // 2  # the evaluation centre crop
+            out[m] = t[:, :, top : top + c, left : left + c] / 127.5 - 1.0
+        return out
+
+    @torch.no_grad()
+    def predict_tensors(self, x: dict[str, torch.Tensor], fold: str | None = None) -> torch.Tensor:
+        """Normalised inputs -> probabilities (N, A): one fold's model, or the mean over folds."""
+        models = [self.models[fold]] if fold else list(self.models.values())
+        x = {m: t.to(self.device) for m, t in x.items()}
+        return torch.stack([model(x)["probs"].float() for model in models]).mean(0)
+
+    def predict(self, images: dict[str, np.ndarray], missing: Iterable[str] = (), batch_size: int = 64) -> np.ndarray:
+        """uint8 images -> probabilities (N, A), in batches."""
+        missing = tuple(missing)
+        n = max((len(v) for k, v in images.items() if k not in missing), default=0)
+        parts = [self.predict_tensors(self.preprocess({m: v[i : i + batch_size] for m, v in images.items()}, missing))
+                 for i in range(0, n, batch_size)]  # fmt: skip
+        return torch.cat(parts).cpu().numpy() if parts else np.zeros((0, len(self.spec.aus)), np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# input perturbations (the paper's robustness study)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A test-time corruption: 'clean', 'missing' (modalities set to zero) or 'noise' (Gaussian, std sigma)."""
+
+    kind: str
+    modalities: tuple[str, ...] = ()
+    sigma: float = 0.0
+
+    @property
+    def name(self) -> str:
+        if self.kind == "clean":
+            return "clean"
+        target = "+".join(self.modalities)
+        return f"missing {target}" if self.kind == "missing" else f"noise {target} sigma={self.sigma:g}"
+
+
+def perturb(
+    x: dict[str, torch.Tensor], cond: Condition, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
+    """Apply a condition to normalised inputs (new tensors; the input is unchanged). Noise is not clipped."""
+    if cond.kind == "clean":
+        return x
+    out = dict(x)
+    for m in cond.modalities:
+        if cond.kind == "missing":
+            out[m] = torch.zeros_like(x[m])
+        else:
+            noise = torch.randn(x[m].shape, generator=generator, device="cpu").to(x[m].device, x[m].dtype)
+            out[m] = x[m] + cond.sigma * noise
+    return out

@@ -1,0 +1,377 @@
+"""The MLflow side of `farm promote`, `farm predict` and `farm robustness` (a thin layer).
+
+The decision (farm/promotion.py), the model (farm/inference.py) and the robustness study
+(farm/robustness.py) are plain Python; this module reads a sweep's runs, packages the chosen
+trial's fold models as an MLflow pyfunc model, registers a version with its lineage, moves the
+`champion` / `challenger` aliases, and attaches robustness results.
+
+Every promotion is a run of the experiment `promote-<model name>`: its params are the trial's
+configuration, its metrics the trial's CV metrics, its artifacts the model, the folds' test
+predictions (`evaluation/test_predictions.parquet`, what the next challenger is compared on),
+the decision and the robustness study. Nothing already logged is changed: promoting a trial that
+is already a version of the model says so and stops.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from farm.inference import PREDICTIONS_FILE, FoldEnsemble, InputSpec, Predictions, load_checkpoint
+from farm.promotion import decide
+from farm.tracking.mlflow import RunTracker, experiment_id
+from farm.tracking.pyfunc import MODEL_ARTIFACTS
+from farm.tracking.sweeps import best_trial, open_store, record_for_run, trial_runs
+
+EVAL_DIR = "evaluation"
+ROBUSTNESS_DIR = "robustness"
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class PromoteError(ValueError):
+    """The promotion cannot proceed; the message says what is missing and where."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the pyfunc model
+
+
+def signature_for(spec: InputSpec):
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, spec.height, spec.width, spec.channels[m]), name=m)
+                     for m in spec.modalities])  # fmt: skip
+    outputs = Schema([ColSpec("float", au) for au in spec.aus])
+    return ModelSignature(inputs, outputs, ParamSchema([ParamSpec("missing", "string", "")]))
+
+
+def pip_requirements() -> list[str]:
+    """Exact versions of what the model imports at load time (inferring them is slow and unreliable)."""
+    reqs = []
+    for dist in ("mlflow", "torch", "torchvision", "numpy", "pandas", "pyarrow", "PyYAML"):
+        try:
+            reqs.append(f"{dist}=={metadata.version(dist).split('+')[0]}")  # drop local tags such as +cu132
+        except metadata.PackageNotFoundError:
+            reqs.append(dist)
+    return reqs
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a trial's pieces
+
+
+def fold_checkpoints(record) -> dict[str, Path]:
+    """{fold: best.pt} from the trial's last Ray Train checkpoint (the parent run's `checkpoint` tag)."""
+    root = record.tags.get("checkpoint", "")
+    if not root:
+        raise PromoteError(f"trial {record.trial} (run {record.run_id}) has no checkpoint tag: did it finish?")
+    paths = {f.fold: Path(root) / f.fold / "best.pt" for f in record.folds}
+    absent = [str(p) for p in paths.values() if not p.is_file()]
+    if absent:
+        raise PromoteError(f"trial {record.trial}: fold checkpoints not found: {', '.join(absent)} (was the sweep's "
+                           "storage moved or deleted? the checkpoint tag of the trial's run says where it was)")  # fmt: skip
+    return paths
+
+
+def ensemble_for(record, device: str = "cpu") -> FoldEnsemble:
+    """The trial's fold models with their input spec and each fold's test subjects."""
+    paths = fold_checkpoints(record)
+    first = load_checkpoint(next(iter(paths.values())))
+    if "input" not in first:
+        raise PromoteError(f"{next(iter(paths.values()))}: written by an older farm without its input description; "
+                           "re-run the trial")  # fmt: skip
+    spec = InputSpec.from_dict(first["input"])
+    subjects = {f.fold: tuple(f.tags.get("split.test", "").split()) for f in record.folds}
+    return FoldEnsemble.from_checkpoints(paths, spec, subjects, device)
+
+
+def fold_predictions(client: MlflowClient, record) -> Predictions:
+    """The folds' per-frame test predictions, as their runs logged them."""
+    from farm.sweep.worker import PREDICTIONS_DIR
+
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for f in record.folds:
+            try:
+                paths.append(
+                    client.download_artifacts(f.run_id, f"{PREDICTIONS_DIR}/{PREDICTIONS_FILE}", d + f"/{f.fold}")
+                )
+            except (MlflowException, OSError) as e:
+                raise PromoteError(f"fold {f.fold} of trial {record.trial} (run {f.run_id}) has no test predictions "
+                                   f"({PREDICTIONS_DIR}/{PREDICTIONS_FILE}): {e}") from None  # fmt: skip
+        return Predictions.read(paths)
+
+
+def version_by_alias(client: MlflowClient, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def version_predictions(client: MlflowClient, version) -> Predictions:
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            path = client.download_artifacts(version.run_id, f"{EVAL_DIR}/{PREDICTIONS_FILE}", d)
+        except (MlflowException, OSError) as e:
+            raise PromoteError(f"version {version.version} of {version.name} (run {version.run_id}) has no "
+                               f"{EVAL_DIR}/{PREDICTIONS_FILE} to compare against: {e}") from None  # fmt: skip
+        return Predictions.read([path])
+
+
+def resolve_version(client: MlflowClient, uri: str):
+    """models:/NAME@ALIAS or models:/NAME/VERSION -> the ModelVersion."""
+    if not uri.startswith("models:/"):
+        raise PromoteError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    rest = uri[len("models:/") :]
+    try:
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            return client.get_model_version_by_alias(name, alias)
+        name, _, version = rest.rpartition("/")
+        return client.get_model_version(name, version)
+    except MlflowException as e:
+        raise PromoteError(f"{uri}: no such model version in {client.tracking_uri} ({e.message})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# promote
+
+
+@dataclass(frozen=True)
+class PromoteOptions:
+    sweep: str
+    tracking_uri: str
+    metric: str = "cv/val_f1_mean"
+    model_name: str = ""
+    """Registered model name; empty = <fusion>-<dataset name>, e.g. amf-bp4d."""
+    trial: str = ""
+    """Promote this trial (run name) instead of the best by `metric`."""
+    force: bool = False
+    robustness: bool = True
+    data: str = ""
+    """Dataset for the robustness study; empty = the trial's data.path."""
+    n_boot: int = 2000
+    seed: int = 0
+    stride: int = 1
+    """Robustness on every stride-th test frame (1 = all)."""
+
+
+def default_model_name(record) -> str:
+    data = Path(record.params.get("data.path", "data")).name or "data"
+    return f"{record.fusion.replace(':', '-')}-{data}"
+
+
+def lineage_tags(record, sweep: str) -> dict[str, str]:
+    tags = {"sweep": sweep, "trial": record.trial, "trial_run_id": record.run_id, "fusion": record.fusion,
+            "fold_run_ids": ",".join(f"{f.fold}:{f.run_id}" for f in record.folds)}  # fmt: skip
+    for k in ("data_hash", "split_hashes", "partitions_hash", "git_sha", "space"):
+        if k in record.tags:
+            tags[k] = record.tags[k]
+    for k in ("cv/val_f1_mean", "cv/test_f1_mean", "cv/test_f1_std", "cv/test_f1_pooled"):
+        if k in record.metrics:
+            tags[k] = f"{record.metrics[k]:.4f}"
+    return tags
+
+
+def promote(opts: PromoteOptions, log=print) -> dict[str, Any]:
+    """Register the sweep's best trial as a new model version; move `champion` only if it beats the current one."""
+    client = open_store(opts.tracking_uri)
+    mlflow.set_tracking_uri(opts.tracking_uri)
+    records = trial_runs(client, opts.sweep)
+    if opts.trial:
+        chosen = [r for r in records if opts.trial in (r.trial, r.run_id)]
+        if not chosen:
+            raise PromoteError(
+                f"sweep {opts.sweep} has no trial {opts.trial!r} (trials: {', '.join(r.trial for r in records)})"
+            )
+        record = chosen[0]
+        if record.status != "FINISHED":
+            raise PromoteError(
+                f"trial {record.trial} is {record.status}, not FINISHED: only finished trials can be promoted"
+            )
+    else:
+        record = best_trial(records, opts.metric)
+    name = opts.model_name or default_model_name(record)
+    log(f"candidate: trial {record.trial} of sweep {opts.sweep} ({record.fusion}), {opts.metric} "
+        f"{record.metrics.get(opts.metric, float('nan')):.4f}")  # fmt: skip
+
+    done = client.search_model_versions(f"name = '{name}'")
+    done = [v for v in done if v.tags.get("trial_run_id") == record.run_id]
+    if done:
+        v = done[0]
+        if opts.force and CHAMPION not in v.aliases:
+            client.set_registered_model_alias(name, CHAMPION, v.version)
+            client.set_model_version_tag(
+                name, v.version, "forced", f"made champion with --force at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            )
+            log(f"trial {record.trial} is already version {v.version} of {name}; --force made it champion")
+            return {"name": name, "version": v.version, "alias": CHAMPION, "forced": True, "already": True}
+        log(f"trial {record.trial} is already version {v.version} of {name}; nothing changed")
+        return {"name": name, "version": v.version, "aliases": list(v.aliases), "already": True}
+
+    candidate = fold_predictions(client, record)
+    champion = version_by_alias(client, name, CHAMPION)
+    decision = decide(candidate, version_predictions(client, champion) if champion else None, opts.n_boot,
+                      seed=opts.seed)  # fmt: skip
+    ensemble = ensemble_for(record)
+
+    exp = experiment_id(client, f"promote-{name}", opts.tracking_uri)
+    tags = lineage_tags(record, opts.sweep)
+    run_name = f"{name}<-{record.trial}"
+    with mlflow.start_run(experiment_id=exp, run_name=run_name, tags={**tags, "farm.kind": "promotion"}) as run:
+        mlflow.log_params({k: v for k, v in record.params.items()})
+        mlflow.log_metrics({k: v for k, v in record.metrics.items() if k.startswith("cv/")})
+        with tempfile.TemporaryDirectory() as d:
+            import pyarrow.parquet as pq
+
+            pq.write_table(candidate.to_table(), Path(d) / PREDICTIONS_FILE)
+            (Path(d) / "decision.json").write_text(json.dumps(
+                {**decision.to_dict(), "champion_version": champion.version if champion else None,
+                 "forced": opts.force}, indent=2))  # fmt: skip
+            mlflow.log_artifacts(d, EVAL_DIR)
+        with tempfile.TemporaryDirectory() as d:
+            ensemble.save(Path(d) / MODEL_ARTIFACTS, extra={"lineage": tags})
+            example = example_input(ensemble, record)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(Path(__file__).with_name("model_code.py")), artifacts={MODEL_ARTIFACTS: str(Path(d) / MODEL_ARTIFACTS)},
+                code_paths=[str(Path(__file__).resolve().parents[1])], pip_requirements=pip_requirements(),
+                signature=signature_for(ensemble.spec), input_example=example,
+            )  # fmt: skip
+        run_id = run.info.run_id
+    version = mlflow.register_model(info.model_uri, name, tags={**tags, "promotion_run_id": run_id})
+    client.update_model_version(name, version.version, description=(
+        f"{record.fusion} from trial {record.trial} of sweep {opts.sweep}: an ensemble of its {len(record.folds)} "
+        f"fold models (probabilities averaged). {decision.reason}."))  # fmt: skip
+    for k, v in {"decision": decision.reason, "decision.difference": decision.difference, "decision.ci_low": decision.ci_low,
+                 "decision.ci_high": decision.ci_high, "forced": opts.force,
+                 "compared_with": champion.version if champion else "none"}.items():  # fmt: skip
+        client.set_model_version_tag(name, version.version, k, str(v))
+
+    if decision.promote or opts.force:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+        alias = CHAMPION
+        why = decision.reason if decision.promote else f"--force over the decision ({decision.reason})"
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version.version)
+        alias = CHALLENGER
+        why = decision.reason
+    log(f"registered {name} version {version.version} as {alias}: {why}")
+    if champion and alias == CHAMPION:
+        log(f"previous champion: version {champion.version}")
+
+    summary = {"name": name, "version": version.version, "alias": alias, "decision": decision.to_dict(),
+               "forced": opts.force and not decision.promote, "run_id": run_id, "model_uri": f"models:/{name}/{version.version}"}  # fmt: skip
+    if opts.robustness:
+        data = opts.data or record.params.get("data.path", "")
+        later = f"`farm robustness --model models:/{name}/{version.version} --data DIR`"
+        if data and Path(data, "dataset.json").exists():
+            try:
+                rows = robustness_for_run(client, run_id, ensemble, data, title=f"{name} v{version.version}",
+                                          stride=opts.stride, seed=opts.seed, log=log)  # fmt: skip
+                tag_version_robustness(client, name, version.version, rows)
+                summary["robustness"] = rows
+            except Exception as e:  # noqa: BLE001 - the version is registered; the study can be re-run alone
+                log(f"robustness study failed ({type(e).__name__}: {e}); the version is registered; run {later}")
+        else:
+            log(f"robustness skipped: dataset {data or '(none)'} not found here; run {later}")
+    return summary
+
+
+def example_input(ensemble: FoldEnsemble, record) -> dict[str, np.ndarray] | None:
+    """One real frame of the training data as the model's input example (None if the data is not here)."""
+    from farm.data.store import FrameStore
+
+    path = record.params.get("data.path", "")
+    try:
+        store = FrameStore(path)
+        return {m: store.image(0, m)[None] for m in ensemble.spec.modalities}
+    except Exception:  # noqa: BLE001 - the example is optional; the signature still describes the input
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# robustness attached to a run
+
+
+def robustness_for_run(
+    client: MlflowClient, run_id: str, ensemble: FoldEnsemble, data: str, title: str, stride: int = 1, seed: int = 0,
+    batch_size: int = 0, log=print,
+) -> list[dict]:  # fmt: skip
+    """Run the study (or reuse the one already logged to the run) and log table, CSV and plot to `robustness/`."""
+    from farm import robustness
+    from farm.data.store import FrameStore
+
+    existing = [a.path for a in client.list_artifacts(run_id, ROBUSTNESS_DIR)]
+    if f"{ROBUSTNESS_DIR}/robustness.csv" in existing:
+        with tempfile.TemporaryDirectory() as d:
+            rows = robustness.read_csv(client.download_artifacts(run_id, f"{ROBUSTNESS_DIR}/robustness.csv", d))
+        log(f"run {run_id} already has a robustness study; it is kept:")
+        log(robustness.to_markdown(rows, title))
+        return rows
+    store = FrameStore(data)
+    conds = robustness.conditions(ensemble.spec.modalities)
+    t0 = time.time()
+    counts = robustness.evaluate(ensemble, store, conds, batch_size=batch_size, seed=seed, stride=stride,
+                                 progress=lambda s: log(f"robustness: {s}"))  # fmt: skip
+    rows = robustness.summarize(counts, conds)
+    RunTracker(client, run_id).log_metrics({f"robustness/{metric_key(r)}/f1_mean": r["f1_mean"] for r in rows})
+    with tempfile.TemporaryDirectory() as d:  # last: the table's presence marks a complete study
+        robustness.write(rows, d, title)
+        client.log_artifacts(run_id, d, ROBUSTNESS_DIR)
+    log(robustness.to_markdown(rows, title) + f"({time.time() - t0:.0f} s; data {data})")
+    return rows
+
+
+def metric_key(row: dict) -> str:
+    """'noise visual+depth sigma=0.5' -> 'noise_visual_depth_sigma0.5' (MLflow's allowed characters)."""
+    parts = [row["kind"], *filter(None, row["modalities"].split("+"))]
+    return "_".join(parts) + (f"_sigma{row['sigma']:g}" if row["kind"] == "noise" else "")
+
+
+def tag_version_robustness(client: MlflowClient, name: str, version: str, rows: list[dict]) -> None:
+    for r in rows:
+        if r["kind"] != "noise" or r["sigma"] == 0.5:
+            client.set_model_version_tag(name, version, f"robustness.{metric_key(r)}", f"{r['f1_mean']:.4f}")
+
+
+def robustness(tracking_uri: str, model: str = "", run: str = "", data: str = "", stride: int = 1, seed: int = 0,
+               log=print) -> list[dict]:  # fmt: skip
+    """`farm robustness`: for a registered model version or a trial's run; results logged to that run."""
+    client = open_store(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    if bool(model) == bool(run):
+        raise PromoteError("give exactly one of --model models:/NAME@ALIAS and --run RUN_ID")
+    if model:
+        version = resolve_version(client, model)
+        with tempfile.TemporaryDirectory() as d:
+            path = mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}", dst_path=d)
+            ensemble = FoldEnsemble.load(Path(path) / "artifacts" / MODEL_ARTIFACTS)
+        params = client.get_run(version.run_id).data.params
+        data = data or params.get("data.path", "")
+        rows = robustness_for_run(client, version.run_id, ensemble, _need_data(data), f"{version.name} v{version.version}",
+                                  stride, seed, log=log)  # fmt: skip
+        tag_version_robustness(client, version.name, version.version, rows)
+        return rows
+    record = record_for_run(client, run)
+    data = data or record.params.get("data.path", "")
+    return robustness_for_run(client, record.run_id, ensemble_for(record), _need_data(data), f"trial {record.trial}",
+                              stride, seed, log=log)  # fmt: skip
+
+
+def _need_data(data: str) -> str:
+    if not data or not Path(data, "dataset.json").exists():
+        raise PromoteError(f"dataset {data or '(none)'} not found: pass --data DIR (a prepared dataset holding the "
+                           "folds' test subjects)")  # fmt: skip
+    return data
