@@ -22,6 +22,7 @@ examples:
   farm predict --model models:/amf-synthetic@champion --data data/synthetic --out preds.csv
   farm robustness --model models:/amf-synthetic@champion
   farm report --sweep smoke-20261124-101500 --paper bp4d --out reports/smoke
+  farm submit jobs/smoke.yaml --follow          # a Ray Job on a cluster (docs/cluster.md)
 """
 
 
@@ -113,7 +114,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         epilog="config keys for --set:\n  " + "\n  ".join(valid_keys()),
     )
     p.add_argument("--data", required=True, help="prepared dataset directory")
-    p.add_argument("--fusion", help="amf, late, early, cam or single:<modality> (default amf)")
+    p.add_argument("--fusion", help="amf, late, early, cam, mtut, temt or single:<modality> (default amf)")
     p.add_argument("--fold", help="fold, named by its test partition (default P1)")
     p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
     p.add_argument("--config", help="YAML config file or preset name (presets: cpu, paper)")
@@ -139,7 +140,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--space", default="smoke", help="search-space YAML file or name in search_spaces/ (default smoke)")
     p.add_argument("--data", default="", help="prepared dataset (default data/synthetic, generated if missing)")
-    p.add_argument("--fusion", default="", help="fix the fusion head (amf, late, early, cam, single:<modality>)")
+    p.add_argument(
+        "--fusion", default="", help="fix the fusion head (amf, late, early, cam, mtut, temt, single:<modality>)"
+    )
     p.add_argument("--trials", type=int, default=0, help="number of trials (default: the space file's)")
     p.add_argument("--max-concurrent", type=int, default=0, help="trials running at once (default: the space file's)")
     p.add_argument("--address", default="", help="Ray cluster: auto or HOST:PORT (default: start a local Ray)")
@@ -149,6 +152,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                    "storage on a cluster; default runs/sweeps)")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue the sweep --name after Ctrl-C or a crash")
     p.add_argument("--seed", type=int, default=0, help="TPE sampler seed")
+    p.add_argument("--tracking-relay", default="auto", choices=("auto", "on", "off"),
+                   help="workers log to MLflow through a Ray actor on this node (auto: when the cluster has other "
+                   "nodes and the store is sqlite or a 127.0.0.1 server; docs/cluster.md)")  # fmt: skip
     p.set_defaults(func=cmd_sweep)
 
 
@@ -252,6 +258,29 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def _add_submit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="submit a job spec (jobs/*.yaml) to a Ray cluster; --follow streams its logs and returns its status",
+        description="Check a Ray Job spec (YAML: entrypoint, runtime_env, metadata) here, its farm command and "
+        "search space included, then submit it with Ray's JobSubmissionClient. The address is the Ray dashboard's "
+        "(default $RAY_API_SERVER_ADDRESS, an http $RAY_ADDRESS, or http://127.0.0.1:8265, where `ray dashboard "
+        "cluster.yaml` opens its SSH tunnel). With --follow the logs stream here and the exit status is the job's: "
+        "0 succeeded, 1 failed or stopped.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  farm submit jobs/smoke.yaml --follow\n"
+        "  farm submit jobs/amf_bp4d_vd.yaml --address http://127.0.0.1:8265\n"
+        "  farm submit jobs/smoke.yaml --env FARM_SHARED=/mnt/nfs --env FARM_SWEEP_NAME=smoke-2 --follow",
+    )
+    p.add_argument("job", help="job spec YAML (see jobs/)")
+    p.add_argument("--address", default="", help="Ray dashboard address (default http://127.0.0.1:8265)")
+    p.add_argument("--follow", action="store_true", help="stream the logs; exit with the job's status")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="override or add runtime_env.env_vars (repeatable)")  # fmt: skip
+    p.add_argument("--check", action="store_true", help="only check the spec; submit nothing")
+    p.set_defaults(func=cmd_submit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="farm",
@@ -275,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_robustness(sub)
     _add_report(sub)
+    _add_submit(sub)
     return parser
 
 
@@ -389,7 +419,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     opts = SweepOptions(space=args.space, data=args.data, fusion=args.fusion, trials=args.trials,
                         max_concurrent=args.max_concurrent, address=args.address, tracking_uri=args.tracking_uri,
-                        name=args.name, storage=args.storage, resume=args.resume, seed=args.seed)  # fmt: skip
+                        name=args.name, storage=args.storage, resume=args.resume, seed=args.seed,
+                        tracking_relay=args.tracking_relay)  # fmt: skip
     run_sweep(opts)
     return 0
 
@@ -467,6 +498,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(report.to_markdown())
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from farm.jobs import check_job, load_job
+
+    spec = load_job(args.job).with_env(parse_overrides(args.env))
+    argv = check_job(spec)
+    if args.check:
+        print(f"{args.job}: ok: {' '.join(argv)}")
+        return 0
+    from farm.sweep.submit import resolve_address, submit
+
+    return submit(spec, resolve_address(args.address), follow=args.follow, out=lambda s: print(s, flush=True))
 
 
 def main(argv: list[str] | None = None) -> int:

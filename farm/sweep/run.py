@@ -49,6 +49,9 @@ class SweepOptions:
     """0 = share the node's CPUs among the concurrent folds (GPUs: one per fold when present)."""
     max_failures: int = 2
     """Ray Train retries of a trial's fold group (each restarts from the last epoch checkpoint)."""
+    tracking_relay: str = "auto"
+    """auto | on | off: workers log through a Ray actor on the driver's node (farm/tracking/relay.py);
+    auto = when the cluster has other nodes and the store is sqlite or a loopback server."""
 
 
 class SweepError(ValueError):
@@ -85,8 +88,9 @@ def prepare_data(opts: SweepOptions) -> None:
 
     if (Path(opts.data) / META_FILE).exists():
         return
-    if Path(opts.data) != Path("data/synthetic").resolve():
-        raise SweepError(f"{opts.data} is not a prepared dataset (farm data synth / farm data prepare)")
+    if Path(opts.data).name != "synthetic" or (Path(opts.data).exists() and any(Path(opts.data).iterdir())):
+        raise SweepError(f"{opts.data} is not a prepared dataset (farm data synth / farm data prepare; a missing "
+                         "directory named 'synthetic' is generated with the default settings)")  # fmt: skip
     from farm.data.synth import SynthSpec, generate
 
     _log(f"generating the synthetic dataset in {opts.data}")
@@ -106,6 +110,15 @@ def check_plan(space: SearchSpace, opts: SweepOptions) -> tuple[dict[str, Any], 
     unknown = [f for f in folds if f not in parts.parts]
     if unknown:
         raise SweepError(f"{space.path}: sweep.folds {unknown} not among the partitions {list(parts.parts)}")
+    from farm.models import fusion_modalities
+
+    fusions = next((p.choices for p in space.params if p.key == "model.fusion"), None) or [base.model.fusion]
+    for fusion in fusions:  # e.g. temt on three modalities: refused now, not in a worker an hour later
+        try:
+            fusion_modalities(str(fusion), base.data.modalities, store.meta.modality_names)
+        except (KeyError, ValueError) as e:
+            msg = e.args[0] if isinstance(e, KeyError) else str(e)
+            raise SweepError(f"{space.path}: model.fusion {fusion}: {msg}") from None
     return flatten(base), folds
 
 
@@ -125,7 +138,8 @@ class DefineByRun:
                 trial.suggest_categorical(p.key, list(p.choices))
 
 
-def make_trainable(base_flat: dict[str, Any], folds: list[str], opts: SweepOptions, exp_id: str, resources: dict):
+def make_trainable(base_flat: dict[str, Any], folds: list[str], opts: SweepOptions, exp_id: str, resources: dict,
+                   relay: bool = False):  # fmt: skip
     """The Tune function trainable: one TorchTrainer whose workers are the folds."""
 
     def run_trial(config: dict[str, Any]) -> None:
@@ -135,21 +149,17 @@ def make_trainable(base_flat: dict[str, Any], folds: list[str], opts: SweepOptio
 
         from farm.config import unflatten
         from farm.sweep.worker import RESULT_FILE, FoldMeanCallback, fold_worker, trial_flat
-        from farm.tracking.mlflow import RunTracker, ensure_store, get_or_create_run, provenance_tags
+        from farm.tracking.mlflow import RunTracker, get_or_create_run, provenance_tags
+        from farm.tracking.relay import tracking_client
 
         trial = tune.get_context().get_trial_id()
         flat = trial_flat(flatten(unflatten(config, unflatten(base_flat))))
-        client = ensure_store(opts.tracking_uri)
         tags = {"sweep": opts.name, "space": opts.space, **provenance_tags()}
+        tracking = {"uri": opts.tracking_uri, "relay": relay, "experiment_id": exp_id, "trial": trial, "tags": tags}
+        client = tracking_client(tracking)
         parent = get_or_create_run(client, exp_id, trial, tags={"trial": trial, **tags})
+        tracking["parent_run_id"] = parent
         RunTracker(client, parent).log_params(flat)
-        tracking = {
-            "uri": opts.tracking_uri,
-            "experiment_id": exp_id,
-            "trial": trial,
-            "parent_run_id": parent,
-            "tags": tags,
-        }
         final_epoch = int(flat["train.epochs"]) + 1
         trainer = TorchTrainer(
             fold_worker,
@@ -237,7 +247,12 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
     space = load_space(opts.space)
     prepare_data(opts)
     base_flat, folds = check_plan(space, opts)
-    trials = opts.trials or int(space.sweep.get("trials", 10))
+    if space.sweep.get("sampler", "tpe") == "grid":
+        from farm.sweep.space import grid_size
+
+        trials = opts.trials or int(grid_size(space))
+    else:
+        trials = opts.trials or int(space.sweep.get("trials", 10))
     max_concurrent = opts.max_concurrent or int(space.sweep.get("max_concurrent", 1))
     sweep_dir = Path(opts.storage) / opts.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -265,19 +280,32 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
                      **({"_temp_dir": temp} if temp else {}))  # fmt: skip
     resources = plan_resources(len(folds), max_concurrent, opts)
+    from farm.tracking.relay import needs_relay, start_relay
+
+    relay = needs_relay(opts.tracking_uri, opts.tracking_relay, sum(n["Alive"] for n in ray.nodes()))
+    if relay:
+        start_relay(opts.tracking_uri)
+        _log("MLflow: workers log through the tracking relay on this node (the store is local to it)")
     _log(f"sweep {opts.name}: space {space.path}, {trials} trials x {len(folds)} folds ({', '.join(folds)}), "
          f"{max_concurrent} at a time, {resources['per_fold']} per fold; data {opts.data}")  # fmt: skip
     _log(f"MLflow: {opts.tracking_uri}, experiment {opts.name!r}")
     epochs = int(base_flat["train.epochs"])
-    trainable = tune.with_resources(make_trainable(base_flat, folds, opts, exp_id, resources), {"CPU": TRIAL_CPU})
+    trainable = tune.with_resources(
+        make_trainable(base_flat, folds, opts, exp_id, resources, relay), {"CPU": TRIAL_CPU}
+    )
     storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}")
+    grid = space.sweep.get("sampler", "tpe") == "grid"
+    sampler = (optuna.samplers.GridSampler({p.key: list(p.choices) for p in space.params}, seed=opts.seed) if grid
+               else optuna.samplers.TPESampler(seed=opts.seed))  # fmt: skip
     searcher = ConcurrencyLimiter(
         OptunaSearch(DefineByRun(space), metric=OBJECTIVE, mode="max", study_name=opts.name, storage=storage,
-                     sampler=optuna.samplers.TPESampler(seed=opts.seed)),
+                     sampler=sampler),
         max_concurrent=max_concurrent,
     )  # fmt: skip
-    scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs + 2, grace_period=min(epochs, int(space.sweep.get("grace_period", 1))),
-                              reduction_factor=int(space.sweep.get("reduction_factor", 3)))  # fmt: skip
+    # an ablation grid reports every cell: no early stopping of trials
+    scheduler = None if grid else ASHAScheduler(
+        time_attr="epoch", max_t=epochs + 2, grace_period=min(epochs, int(space.sweep.get("grace_period", 1))),
+        reduction_factor=int(space.sweep.get("reduction_factor", 3)))  # fmt: skip
     run_config = tune.RunConfig(name=opts.name, storage_path=opts.storage, verbose=0, callbacks=[Progress(trials)])
     if opts.resume and tune.Tuner.can_restore(str(sweep_dir)):
         _log(f"resuming sweep {opts.name} from {sweep_dir}")

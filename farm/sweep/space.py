@@ -37,7 +37,11 @@ from farm.config import Config, ConfigError, _field_types, coerce, load_config, 
 
 SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 KINDS = ("float", "int", "choice")
-SWEEP_KEYS = {"trials": int, "max_concurrent": int, "folds": list, "grace_period": int, "reduction_factor": int}
+SWEEP_KEYS = {"trials": int, "max_concurrent": int, "folds": list, "grace_period": int, "reduction_factor": int,
+              "sampler": str}  # fmt: skip
+SAMPLERS = ("tpe", "grid")
+"""tpe: Optuna TPE with ASHA early stopping; grid: every combination of `choice` params once, none
+stopped early (ablation tables)."""
 
 
 class SpaceError(ValueError):
@@ -158,6 +162,15 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         if not isinstance(value, SWEEP_KEYS[key]) or isinstance(value, bool):
             raise SpaceError(f"{where}: sweep.{key} must be {SWEEP_KEYS[key].__name__}, got {value!r}")
     params = tuple(_param(where, k, v, types) for k, v in space.items())
+    sampler = sweep.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise SpaceError(f"{where}: sweep.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    ranges = [p.key for p in params if p.kind != "choice"]
+    if sampler == "grid" and (ranges or not params):
+        raise SpaceError(
+            f"{where}: sweep.sampler grid needs only choice params"
+            + (f" ({', '.join(ranges)} are ranges)" if ranges else "")
+        )
     result = SearchSpace(
         path.stem, where, str(doc.get("description", "")), doc.get("config"), dict(fixed), params, dict(sweep)
     )

@@ -53,10 +53,11 @@ def fold_worker(config: dict[str, Any]) -> None:
 
     tracker = None
     if config.get("tracking"):
-        from farm.tracking.mlflow import RunTracker, ensure_store, get_or_create_run
+        from farm.tracking.mlflow import RunTracker, get_or_create_run
+        from farm.tracking.relay import tracking_client
 
         t = config["tracking"]
-        client = ensure_store(t["uri"])
+        client = tracking_client(t)
         run_id = get_or_create_run(client, t["experiment_id"], f"{t['trial']}-{fold}", t["parent_run_id"],
                                    {"fold": fold, "trial": t["trial"], **t["tags"]})  # fmt: skip
         tracker = RunTracker(client, run_id)
@@ -171,9 +172,10 @@ def fold_mean_curve(results: list[dict[str, Any]]) -> list[float]:
 def log_parent(tracking: dict[str, Any], results: list[dict[str, Any]], aus: list[str], checkpoint_path: str,
                failure: str | None) -> None:  # fmt: skip
     """The trial's parent run: CV summary, per-epoch fold-mean curve, per-fold test F1, lineage tags."""
-    from farm.tracking.mlflow import RunTracker, ensure_store
+    from farm.tracking.mlflow import RunTracker
+    from farm.tracking.relay import tracking_client
 
-    client = ensure_store(tracking["uri"])
+    client = tracking_client(tracking)
     tracker = RunTracker(client, tracking["parent_run_id"])
     if not failure and "cv/test_f1_mean" in client.get_run(tracking["parent_run_id"]).data.metrics:
         tracker.finish()  # a resumed trial that had finished: its summary is already there

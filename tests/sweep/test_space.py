@@ -1,9 +1,11 @@
 import pytest
 
-from farm.sweep.space import SPACE_DIR, SpaceError, load_space
+from farm.sweep.space import SPACE_DIR, SpaceError, grid_size, load_space
 
 
-@pytest.mark.parametrize("name", ["smoke", "amf_bp4d", "amf_bp4dplus", "baselines"])
+@pytest.mark.parametrize(
+    "name", ["smoke", "amf_bp4d", "amf_bp4dplus", "baselines", "ablation_modalities", "ablation_cutswitch"]
+)
 def test_shipped_spaces_load_and_search_what_the_issue_asks(name):
     space = load_space(name)
     keys = {p.key for p in space.params}
@@ -13,6 +15,8 @@ def test_shipped_spaces_load_and_search_what_the_issue_asks(name):
         assert 0 in next(p for p in space.params if p.key == "augment.cut_switch_block").choices  # 0 = off
     if name == "baselines":
         assert "model.fusion" in keys
+    if name.startswith("ablation"):  # every cell of the paper's table, once
+        assert space.sweep["sampler"] == "grid" and grid_size(space) == (12 if "modalities" in name else 4)
     assert space.base_config().data.path == ""  # the dataset comes from --data
 
 
@@ -34,6 +38,11 @@ def test_shipped_spaces_load_and_search_what_the_issue_asks(name):
         ("sweep:\n  trials: many\n", r"sweep.trials must be int"),
         ("sweeps: {}\n", r"unknown top-level key"),
         ("space:\n  train.lr: [0.1, 0.2]\n", r"train.lr: expected a mapping"),
+        ("sweep:\n  sampler: random\n", r"sweep.sampler must be one of tpe, grid"),
+        (
+            "space:\n  train.lr: {float: [0.1, 0.2]}\nsweep:\n  sampler: grid\n",
+            r"grid needs only choice params \(train.lr",
+        ),
     ],
 )
 def test_bad_space_files_fail_at_once_naming_the_key(tmp_path, body, msg):
@@ -44,6 +53,22 @@ def test_bad_space_files_fail_at_once_naming_the_key(tmp_path, body, msg):
 
 
 def test_unknown_space_name_lists_the_shipped_ones():
-    with pytest.raises(SpaceError, match="shipped: amf_bp4d, amf_bp4dplus, baselines, smoke"):
+    with pytest.raises(
+        SpaceError, match="shipped: ablation_cutswitch, ablation_modalities, amf_bp4d, amf_bp4dplus, baselines, smoke"
+    ):
         load_space("nope")
     assert SPACE_DIR.name == "search_spaces"
+
+
+def test_check_plan_refuses_a_fusion_the_dataset_cannot_feed(tmp_path):
+    from farm.data.synth import SynthSpec, generate
+    from farm.sweep.run import SweepError, SweepOptions, check_plan
+
+    data = tmp_path / "three"
+    generate(SynthSpec(subjects=6, tasks=1, frames=4, size=16), data, progress=False)
+    (tmp_path / "s.yaml").write_text("space:\n  model.fusion: {choice: [late, temt]}\nsweep:\n  folds: [P1]\n")
+    with pytest.raises(SweepError, match=r"s.yaml: model.fusion temt: TEMT-Net takes exactly two modalities"):
+        check_plan(load_space(str(tmp_path / "s.yaml")), SweepOptions(data=str(data)))
+    (tmp_path / "ok.yaml").write_text("space:\n  model.fusion: {choice: [late, mtut]}\nsweep:\n  folds: [P1]\n")
+    flat, folds = check_plan(load_space(str(tmp_path / "ok.yaml")), SweepOptions(data=str(data)))
+    assert folds == ["P1"] and flat["data.path"] == str(data)
