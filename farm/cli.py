@@ -421,7 +421,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         max_concurrent=args.max_concurrent, address=args.address, tracking_uri=args.tracking_uri,
                         name=args.name, storage=args.storage, resume=args.resume, seed=args.seed,
                         tracking_relay=args.tracking_relay)  # fmt: skip
-    run_sweep(opts)
+    rows = run_sweep(opts)
+    if rows and not any(r["status"] == "finished" for r in rows):
+        print(f"farm: error: no trial of the sweep finished ({len(rows)} failed or stopped); see the trial errors above",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

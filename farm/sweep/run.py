@@ -283,8 +283,8 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
     from farm.tracking.relay import needs_relay, start_relay
 
     relay = needs_relay(opts.tracking_uri, opts.tracking_relay, sum(n["Alive"] for n in ray.nodes()))
+    relay_actor = start_relay(opts.tracking_uri) if relay else None  # held: the relay lives as long as this handle
     if relay:
-        start_relay(opts.tracking_uri)
         _log("MLflow: workers log through the tracking relay on this node (the store is local to it)")
     _log(f"sweep {opts.name}: space {space.path}, {trials} trials x {len(folds)} folds ({', '.join(folds)}), "
          f"{max_concurrent} at a time, {resources['per_fold']} per fold; data {opts.data}")  # fmt: skip
@@ -318,6 +318,7 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
     rows = leaderboard(grid)
     close_stopped_runs(client, exp_id, rows)
     print(format_leaderboard(rows, opts, folds))
+    del relay_actor
     return rows
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from farm.jobs import JobSpec, check_job
 
@@ -34,27 +35,55 @@ def resolve_address(address: str = "") -> str:
     return DEFAULT_ADDRESS
 
 
+TOKEN_HELP = ("the cluster uses Ray's token authentication: put the head's token (`ray get-auth-token` there) in "
+              "~/.ray/auth_token here, or set RAY_AUTH_TOKEN")  # fmt: skip
+
+
+def use_token_auth_if_available() -> None:
+    """Ray >= 2.5x heads require a token by default; the client sends one only with RAY_AUTH_MODE=token."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").exists()
+    ):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def client_for(address: str):
     from ray.job_submission import JobSubmissionClient
 
+    use_token_auth_if_available()
     try:
         return JobSubmissionClient(address)
     except Exception as e:  # noqa: BLE001 - connection refused, bad URL, auth: one clear line
+        if "authentication" in str(e).lower():
+            raise SubmitError(f"{address} refused the connection: {TOKEN_HELP}") from None
         raise SubmitError(f"cannot reach the Ray Jobs API at {address} ({type(e).__name__}: {str(e).splitlines()[0]}). "
                           "Is the cluster up and the tunnel open (`ray dashboard cluster.yaml`)?") from None  # fmt: skip
 
 
 def submit(spec: JobSpec, address: str, follow: bool = False, out: Callable[[str], None] = print,
-           poll_s: float = 2.0) -> int:  # fmt: skip
+           poll_s: float = 2.0, agent_wait_s: float = 120.0) -> int:  # fmt: skip
     """Submit; with `follow`, stream logs and return the exit code for the job's final status."""
+    use_token_auth_if_available()  # before Ray reads its configuration
     from ray.job_submission import JobStatus
 
     check_job(spec)  # a bad spec never reaches the cluster
     client = client_for(address)
-    try:
-        job_id = client.submit_job(**spec.submit_kwargs())
-    except Exception as e:  # noqa: BLE001
-        raise SubmitError(f"{address} refused the job from {spec.path}: {str(e).splitlines()[0]}") from None
+    deadline = time.time() + agent_wait_s
+    while True:
+        try:
+            job_id = client.submit_job(**spec.submit_kwargs())
+            break
+        except Exception as e:  # noqa: BLE001
+            msg = str(e).splitlines()[0]
+            if "try again later" in msg and time.time() < deadline:  # a head that just started: its job agent is not up
+                out(f"waiting for the head's job agent ({msg})")
+                time.sleep(3)
+                continue
+            raise SubmitError(f"{address} refused the job from {spec.path}: {msg}") from None
     out(f"submitted {spec.path} as {job_id} to {address}")
     out(f"  logs: ray job logs --address {address} --follow {job_id}   stop: ray job stop --address {address} {job_id}")
     if not follow:

@@ -1,0 +1,389 @@
+"""GPU benchmarks: model consumption vs loader supply, and the robustness study trained on a GPU.
+
+    python bench/gpu.py throughput --out runs/bench/gpu_throughput.json
+    python bench/gpu.py robustness --out runs/bench/gpu_robustness
+
+`throughput`: training frames/s of the paper's configuration (AMF K = 100 and late fusion,
+ResNet-18 per modality, visual + depth, 224 x 224 crops, batch 50, Adam) on random input tensors
+already on the GPU (the model alone), fp32 and bf16 autocast; then the project's train loader
+(FrameDataset + DataLoader exactly as `farm.engine.build_loaders` builds it for the paper preset:
+224 crop, flip, cut-switch, normalise, pinned memory) on a 256-pixel synthetic set, raw and JPEG
+q95, for several `num_workers`, copying each batch to the GPU as training does. Prints the loader
+workers one GPU fold needs: ceil(model frames/s / per-worker loader frames/s).
+
+`robustness`: generates the default synthetic set, trains AMF and late fusion on folds P1, P2, P3
+with `fit_fold` (preset `cpu`, on the GPU), then runs `farm.robustness` (clean, each modality and
+each pair missing, Gaussian noise) with each fold's model on its own test subjects.
+
+Plain PyTorch: no Ray, MLflow or Optuna. Results: docs/benchmarks.md and docs/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
+
+from farm.config import load_config  # noqa: E402
+from farm.data.folds import Split  # noqa: E402
+from farm.data.store import FrameStore  # noqa: E402
+from farm.data.synth import SynthSpec, generate  # noqa: E402
+from farm.engine import build_loaders, crop_size  # noqa: E402
+from farm.models import build_model, fusion_modalities  # noqa: E402
+
+PAPER_CHANNELS = {"visual": 3, "depth": 1}
+
+
+def machine() -> dict:
+    info = {
+        "cores": len(os.sched_getaffinity(0)),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+    }
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# throughput
+
+
+def model_rate(
+    fusion: str, precision: str, batch: int, crop: int, warmup: int, steps: int, device: torch.device
+) -> dict:
+    """Training frames/s of one paper-configured model on random tensors already on the device."""
+    cfg = load_config("paper", {"model.fusion": fusion})
+    torch.manual_seed(0)
+    model = build_model(cfg, PAPER_CHANNELS, len(cfg.data.aus)).to(device).train()
+    model.set_progress(0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    x = {m: torch.rand(batch, c, crop, crop, device=device) * 2 - 1 for m, c in PAPER_CHANNELS.items()}
+    target = torch.randint(0, 2, (batch, len(cfg.data.aus)), device=device).float()
+    mask = torch.ones_like(target)
+    use_bf16 = precision == "bf16"
+
+    def step() -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = model(x)
+            loss, _ = model.loss(out, target, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    losses = [step() for _ in range(steps)]
+    torch.cuda.synchronize(device)
+    dt = time.perf_counter() - t0
+    finite = bool(torch.isfinite(torch.stack(losses)).all())
+    result = {
+        "fusion": fusion,
+        "K": cfg.amf.num_samples if fusion == "amf" else None,
+        "precision": precision,
+        "batch": batch,
+        "crop": crop,
+        "steps": steps,
+        "frames_per_s": steps * batch / dt,
+        "ms_per_step": 1000 * dt / steps,
+        "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+        "loss_finite": finite,
+    }
+    return result
+
+
+def loader_rate(store: FrameStore, workers: int, batches: int, device: torch.device, plain: bool = False) -> dict:
+    """Train-loader frames/s, batches copied to the device, at steady state (no epoch ends).
+
+    The dataset and DataLoader arguments are those of `build_loaders` for the paper preset; only
+    the sampler draws `batches` x batch indices with replacement, so that the few hundred frames of
+    the benchmark set do not put an epoch boundary (workers idle) inside the timed window.
+    `plain`: no pinned memory and no copy to the device (the workers and collation alone).
+    """
+    cfg = load_config("paper", {"data.path": str(store.root), "augment.crop_size": 224, "data.num_workers": workers})
+    modalities = fusion_modalities("amf", cfg.data.modalities, store.meta.modality_names)
+    subjects = tuple(sorted(set(store.subjects)))
+    split = Split(fold="bench", train=subjects, val=subjects, test=subjects)
+    built = build_loaders(cfg, store, split, modalities)["train"]
+    ds, bs = built.dataset, cfg.train.batch_size
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    sampler = RandomSampler(ds, replacement=True, num_samples=(batches + 1) * bs, generator=gen)
+    dl = DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=True, num_workers=built.num_workers,
+                    pin_memory=built.pin_memory and not plain, persistent_workers=workers > 0)  # fmt: skip
+    it = iter(dl)
+    x, _ = next(it)  # workers started and the first batch made
+    n = 0
+    t0 = time.perf_counter()
+    for x, y in it:
+        if not plain:
+            x = {m: t.to(device, non_blocking=True) for m, t in x.items()}
+            y = y.to(device, non_blocking=True)
+        n += len(y)
+    torch.cuda.synchronize(device)
+    dt = time.perf_counter() - t0
+    del it
+    return {
+        "num_workers": workers,
+        "frames": n,
+        "frames_per_s": n / dt,
+        "per_worker": n / dt / workers if workers else None,
+        "crop": crop_size(cfg, store, modalities),
+        "cut_switch_block": ds.cut_switch_block,
+        "pin_memory": dl.pin_memory,
+        "to_device": not plain,
+        "batch": bs,
+    }
+
+
+def cmd_throughput(args: argparse.Namespace) -> int:
+    if not torch.cuda.is_available():
+        print("throughput needs a CUDA GPU", file=sys.stderr)
+        return 2
+    device = torch.device("cuda")
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    info = machine()
+    print(f"# {info['gpu']}, {info['cores']} cores, torch {info['torch']} (CUDA {info['cuda']}), "
+          f"cudnn.benchmark={info['cudnn_benchmark']}", flush=True)  # fmt: skip
+    result: dict = {"machine": info, "model": [], "loader": {}}
+    # the 256-px loader set is generated (one core) in another process while the GPU measures the model
+    data = Path(args.data or tempfile.mkdtemp(prefix="gpu_bench_"))
+    spec = SynthSpec(subjects=4, tasks=2, frames=60, size=256, modalities=("visual", "depth"))
+    t_gen = time.perf_counter()
+    gen = multiprocessing.get_context("spawn").Process(target=generate, args=(spec, data / "synth256"),
+                                                       kwargs={"progress": False})  # fmt: skip
+    gen.start()
+
+    print(f"model train step (ResNet-18 x 2 visual+depth, {args.crop} crop, batch {args.batch}, Adam, "
+          f"{args.warmup} warm-up + {args.steps} timed steps, random inputs on the GPU):", flush=True)  # fmt: skip
+    for fusion in args.fusions:
+        for precision in args.precisions:
+            r = model_rate(fusion, precision, args.batch, args.crop, args.warmup, args.steps, device)
+            torch.cuda.empty_cache()
+            result["model"].append(r)
+            print(f"  {fusion:5s} K={str(r['K'] or '-'):>3s} {precision:5s} {r['frames_per_s']:8.0f} frames/s  "
+                  f"{r['ms_per_step']:7.1f} ms/step  peak {r['peak_mem_gib']:5.1f} GiB  loss finite: {r['loss_finite']}",
+                  flush=True)  # fmt: skip
+
+    gen.join()
+    if gen.exitcode != 0:
+        print(f"generating {data / 'synth256'} failed (exit code {gen.exitcode})", file=sys.stderr)
+        return 1
+    raw = FrameStore(data / "synth256")
+    result["loader"]["generate_s"] = time.perf_counter() - t_gen
+    stores = {"raw": raw}
+    if "jpeg" in args.codecs:
+        from bench.loader import recode  # the same JPEG q95 re-encoding as bench/loader.py
+
+        stores["jpeg"] = recode(raw, data / "synth256_jpeg", "jpeg")
+    print(f"loader ({len(raw)} frames visual+depth at 256 px, ready after {result['loader']['generate_s']:.0f} s; "
+          f"train transforms 224 crop, flip, cut-switch, normalise; batch 50; pinned; copied to the GPU; "
+          f"{args.loader_batches} batches at steady state):", flush=True)  # fmt: skip
+    for codec in args.codecs:
+        rows = []
+        for w in args.workers:
+            try:
+                r = loader_rate(stores[codec], w, args.loader_batches, device)
+            except Exception as e:  # noqa: BLE001 - e.g. too little /dev/shm for many workers: record, go on
+                print(f"  {codec:5s} num_workers={w:<3d} FAILED: {type(e).__name__}: {e}", flush=True)
+                result["loader"].setdefault("errors", []).append({"codec": codec, "num_workers": w, "error": str(e)})
+                continue
+            rows.append(r)
+            per = f"{r['per_worker']:7.0f} /worker" if r["per_worker"] else ""
+            print(f"  {codec:5s} num_workers={w:<3d} {r['frames_per_s']:8.0f} frames/s  {per}", flush=True)
+        result["loader"][codec] = rows
+        for w in args.plain_workers:  # where the ceiling is: the same loader without pinning and device copies
+            r = loader_rate(stores[codec], w, args.loader_batches, device, plain=True)
+            result["loader"].setdefault(f"{codec}_plain", []).append(r)
+            print(f"  {codec:5s} num_workers={w:<3d} {r['frames_per_s']:8.0f} frames/s  (not pinned, not copied to the GPU)",
+                  flush=True)  # fmt: skip
+
+    # sizing: workers a fold needs = ceil(model frames/s / per-worker loader frames/s)
+    sizing = []
+    for codec in args.codecs:
+        rows = [r for r in result["loader"][codec] if r["num_workers"]]
+        if not rows:
+            continue
+        one = next((r for r in rows if r["num_workers"] == 1), None)
+        per_worker = one["per_worker"] if one else max(r["per_worker"] for r in rows)
+        best = max(r["frames_per_s"] for r in result["loader"][codec])
+        for m in result["model"]:
+            need = math.ceil(m["frames_per_s"] / per_worker)
+            sizing.append({"codec": codec, "fusion": m["fusion"], "precision": m["precision"],
+                           "model_frames_per_s": m["frames_per_s"], "per_worker": per_worker,
+                           "workers_needed": need, "best_measured_loader": best,
+                           "loader_keeps_up_at_max_workers": best >= m["frames_per_s"]})  # fmt: skip
+    result["sizing"] = sizing
+    print("sizing (workers = ceil(model frames/s / per-worker loader frames/s)):")
+    for s in sizing:
+        print(f"  {s['codec']:5s} {s['fusion']:5s} {s['precision']:5s} model {s['model_frames_per_s']:7.0f} / "
+              f"{s['per_worker']:5.0f} per worker -> {s['workers_needed']:3d} workers; best measured loader "
+              f"{s['best_measured_loader']:6.0f} frames/s {'>=' if s['loader_keeps_up_at_max_workers'] else '<'} model")  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+    if not args.data:
+        shutil.rmtree(data, ignore_errors=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# robustness
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from farm import robustness
+    from farm.engine import fit_fold
+    from farm.inference import FoldEnsemble, InputSpec
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not args.allow_cpu:
+        print("robustness is meant for a GPU (pass --allow-cpu to run it anyway)", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work or tempfile.mkdtemp(prefix="gpu_robust_"))
+    start = time.perf_counter()
+    info = machine()
+    print(f"# {info['gpu'] or 'cpu'}, {info['cores']} cores, torch {info['torch']}", flush=True)
+
+    t0 = time.perf_counter()
+    meta = generate(SynthSpec(), work / "synthetic", progress=False)
+    store = FrameStore(work / "synthetic")
+    print(f"# synthetic set: {meta.num_frames} frames, data hash {meta.data_hash}, {time.perf_counter() - t0:.0f} s",
+          flush=True)  # fmt: skip
+    summary: dict = {"machine": info, "data_hash": meta.data_hash, "frames": meta.num_frames, "preset": "cpu",
+                     "overrides": {}, "fusions": {}}  # fmt: skip
+
+    def save() -> None:
+        summary["seconds_total"] = time.perf_counter() - start
+        (out / "gpu_robustness.json").write_text(json.dumps(summary, indent=2))
+
+    for fusion in args.fusions:
+        folds, checkpoints, test_subjects, spec = [], {}, {}, None
+        t_fusion = time.perf_counter()
+        for fold in args.folds:
+            overrides = {"data.path": str(work / "synthetic"), "model.fusion": fusion, "data.fold": fold,
+                         "train.device": device, "data.num_workers": args.num_workers}  # fmt: skip
+            if args.epochs:
+                overrides["train.epochs"] = args.epochs
+            if args.max_train_batches:
+                overrides["train.max_train_batches"] = args.max_train_batches
+            summary["overrides"] = {
+                k: v for k, v in overrides.items() if k not in ("data.path", "model.fusion", "data.fold")
+            }
+            cfg = load_config("cpu", overrides)
+            ckdir = work / "runs" / fusion / fold
+            print(f"== {fusion} {fold}", flush=True)
+            res = fit_fold(cfg, checkpoint_dir=ckdir, log=lambda s: print(s, flush=True))
+            ckpt = torch.load(ckdir / "best.pt", map_location="cpu", weights_only=True)
+            spec = InputSpec.from_dict(ckpt["input"])
+            checkpoints[fold] = ckdir / "best.pt"
+            test_subjects[fold] = tuple(res.split["test"])
+            folds.append({"fold": fold, "test_f1": res.test["f1_mean"], "val_f1": res.val.get("f1_mean"),
+                          "test_f1_per_au": res.test["f1"], "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+                          "seconds": res.seconds, "all_positive_f1": res.baseline_all_positive,
+                          "test_subjects": list(res.split["test"]), "val_subjects": list(res.split["val"]),
+                          "split_hash": res.split.get("hash")})  # fmt: skip
+            print(f"-- {fusion} {fold}: test F1 {100 * res.test['f1_mean']:.1f}  val F1 "
+                  f"{100 * res.val.get('f1_mean', float('nan')):.1f}  best epoch {res.best_epoch} of "
+                  f"{res.epochs_run}  {res.seconds:.0f} s", flush=True)  # fmt: skip
+            summary["fusions"][fusion] = {"folds": folds}
+            save()
+        train_s = time.perf_counter() - t_fusion
+
+        t_eval = time.perf_counter()
+        ensemble = FoldEnsemble.from_checkpoints(checkpoints, spec, test_subjects, device=device)
+        conds = robustness.conditions(spec.modalities)
+        counts = robustness.evaluate(
+            ensemble, store, conds, stride=args.stride, progress=lambda s: print(s, flush=True)
+        )
+        rows = robustness.summarize(counts, conds)
+        title = f"{fusion}, synthetic set, preset cpu on {info['gpu'] or 'cpu'}"
+        paths = robustness.write(rows, work / "robustness" / fusion, title)
+        for kind in ("md", "csv"):
+            shutil.copy(paths[kind], out / f"robustness_{fusion}.{kind}")
+        print(robustness.to_markdown(rows, title), flush=True)
+        clean = next(r for r in rows if r["kind"] == "clean")
+        for f in folds:  # stride 1: the clean condition must reproduce each fold's logged test F1
+            f["robustness_clean_f1"] = clean[f"f1_{f['fold']}"]
+        summary["fusions"][fusion] = {
+            "folds": folds,
+            "test_f1_mean": sum(f["test_f1"] for f in folds) / len(folds),
+            "train_s": train_s,
+            "robustness_s": time.perf_counter() - t_eval,
+            "robustness": rows,
+        }
+        save()
+    save()
+    print(f"wrote {out}; total {time.perf_counter() - start:.0f} s", flush=True)
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    csv = lambda s: [v for v in s.split(",") if v]  # noqa: E731
+    ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
+
+    t = sub.add_parser("throughput", help="model frames/s on the GPU vs loader frames/s per worker")
+    t.add_argument("--out", default="runs/bench/gpu_throughput.json", help="JSON result file")
+    t.add_argument("--fusions", type=csv, default=["amf", "late"])
+    t.add_argument("--precisions", type=csv, default=["fp32", "bf16"])
+    t.add_argument("--batch", type=int, default=50)
+    t.add_argument("--crop", type=int, default=224)
+    t.add_argument("--warmup", type=int, default=5)
+    t.add_argument("--steps", type=int, default=30)
+    t.add_argument("--workers", type=ints, default=[0, 1, 4, 8, 12], help="loader num_workers to measure")
+    t.add_argument("--plain-workers", type=ints, default=[], help="also measure these without pinning / device copy")
+    t.add_argument(
+        "--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark (the engine leaves it off)"
+    )
+    t.add_argument("--codecs", type=csv, default=["raw", "jpeg"], help="raw (the synthetic codec), jpeg (BP4D's)")
+    t.add_argument("--loader-batches", type=int, default=60, help="timed loader batches of 50")
+    t.add_argument("--data", default="", help="where to generate the 256-px set (default: a temp dir, removed)")
+    t.set_defaults(fn=cmd_throughput)
+
+    r = sub.add_parser("robustness", help="train AMF and late fusion on P1-P3 on the GPU, then the robustness study")
+    r.add_argument("--out", default="runs/bench/gpu_robustness", help="directory for robustness_<fusion>.md/csv + JSON")
+    r.add_argument("--fusions", type=csv, default=["amf", "late"])
+    r.add_argument("--folds", type=csv, default=["P1", "P2", "P3"])
+    r.add_argument("--epochs", type=int, default=0, help="override train.epochs (0 = the cpu preset's 12)")
+    r.add_argument("--max-train-batches", type=int, default=0, help="smoke runs only")
+    r.add_argument("--num-workers", type=int, default=4)
+    r.add_argument("--stride", type=int, default=1, help="every n-th test frame in the robustness study (smoke: > 1)")
+    r.add_argument("--work", default="", help="data + checkpoints directory (default: a temp dir, removed)")
+    r.add_argument("--allow-cpu", action="store_true")
+    r.set_defaults(fn=cmd_robustness)
+
+    args = ap.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
