@@ -213,8 +213,11 @@ def promote(opts: PromoteOptions, log=print) -> dict[str, Any]:
         v = done[0]
         if opts.force and CHAMPION not in v.aliases:
             client.set_registered_model_alias(name, CHAMPION, v.version)
-            client.set_model_version_tag(
-                name, v.version, "forced", f"made champion with --force at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            client.set_model_version_tag(  # a new key: the promotion's own tags are left as they were
+                name,
+                v.version,
+                "forced_champion",
+                f"made champion with --force at {time.strftime('%Y-%m-%d %H:%M:%S')}",
             )
             log(f"trial {record.trial} is already version {v.version} of {name}; --force made it champion")
             return {"name": name, "version": v.version, "alias": CHAMPION, "forced": True, "already": True}

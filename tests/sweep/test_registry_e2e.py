@@ -107,7 +107,7 @@ def test_worse_trial_becomes_challenger_and_force_overrides(promoted, capsys):
     assert main(["promote", "--sweep", "e2e", "--tracking-uri", uri, "--model-name", NAME, "--trial",
                  worst.info.run_name, "--force"]) == 0  # fmt: skip
     forced = client.get_model_version_by_alias(NAME, "champion")
-    assert str(forced.version) == "2" and "--force" in forced.tags["forced"]
+    assert str(forced.version) == "2" and "--force" in forced.tags["forced_champion"]
     client.set_registered_model_alias(NAME, "champion", "1")  # restore for the other tests
 
 
