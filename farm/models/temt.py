@@ -74,7 +74,7 @@ class TEMTNet(FusionModel):
         fmap = feature_map(self.backbone, x[source])  # a, (B, D, h, w)
         logits = self.classifier(fmap.mean(dim=(2, 3)))  # (B, A)
         out = {"logits": logits, "probs": torch.sigmoid(logits)}
-        if self.lambda_transfer > 0:
+        if self.lambda_transfer > 0 and self.training:  # the decoder serves training only
             out["reconstruction"] = self.generator(fmap, x[target].shape[-2:])  # G(a), (B, C_t, H, W)
             out["target_image"] = x[target]  # x_t: a regression target, never an input to the prediction
         return out
