@@ -367,6 +367,8 @@ def format_leaderboard(rows: list[dict[str, Any]], opts: SweepOptions, folds: li
     store = opts.tracking_uri
     ui = (f"mlflow ui --backend-store-uri {store} --host 127.0.0.1 --port 5000" if store.startswith("sqlite")
           else f"open {store}")  # fmt: skip
+    default_store = store == f"sqlite:///{Path('mlflow.db').resolve()}"
+    promote = f"farm promote --sweep {opts.name}" + ("" if default_store else f" --tracking-uri {store}")
     lines += [f"results: Tune/Train in {Path(opts.storage) / opts.name}, MLflow experiment {opts.name!r} in {store}",
-              f"open them: {ui}"]  # fmt: skip
+              f"open them: {ui}", f"register the best: {promote}"]  # fmt: skip
     return "\n".join(lines)
