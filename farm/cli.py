@@ -286,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="farm",
         description="Cross-validation farm for multimodal facial action unit detection with Adaptive Multimodal "
         "Fusion (AMF, ACM MM 2020): synthetic and prepared BP4D/BP4D+ datasets, subject-exclusive folds, AMF and "
-        "baselines, and hyperparameter sweeps whose folds train in parallel on Ray, tracked in MLflow.",
+        "baselines, hyperparameter sweeps whose folds train in parallel on Ray, tracked in MLflow; the best "
+        "configuration promoted to the MLflow Model Registry, robustness studies, paper-style reports, and Ray Jobs "
+        "for a cluster (cluster.yaml, jobs/).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )

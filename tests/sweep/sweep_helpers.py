@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,17 +24,27 @@ def make_env(tmp_path: Path) -> tuple[dict, str]:
     return env, ray_tmp
 
 
-def kill_ray_processes(ray_tmp: str) -> None:
-    """Stop this test's Ray processes by their own ids (never `ray stop`: it ends every Ray of the user)."""
-    marker = f"FARM_RAY_TEMP_DIR={ray_tmp}".encode()
+def kill_marked(marker: str) -> None:
+    """Kill every process whose environment holds `marker` (children inherit it): our own, by their ids."""
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
-            if marker in Path(f"/proc/{pid}/environ").read_bytes():
+            if marker.encode() in Path(f"/proc/{pid}/environ").read_bytes():
                 os.kill(int(pid), signal.SIGKILL)
         except (OSError, PermissionError):
             pass
+
+
+def kill_ray_processes(ray_tmp: str) -> None:
+    """Stop this test's Ray processes by their own ids (never `ray stop`: it ends every Ray of the user)."""
+    kill_marked(f"FARM_RAY_TEMP_DIR={ray_tmp}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tracking_uri(tmp_path: Path) -> str:

@@ -7,7 +7,6 @@ The head is stopped by its own process ids (never `ray stop`, which ends every R
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,17 +17,11 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from sweep_helpers import kill_ray_processes
+from sweep_helpers import free_port, kill_ray_processes
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(url: str, seconds: float, what: str, log: Path) -> None:

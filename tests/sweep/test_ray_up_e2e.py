@@ -14,27 +14,21 @@ installed from Debian's packages when missing; skipped where that is impossible.
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from sweep_helpers import kill_ray_processes
+from sweep_helpers import free_port, kill_marked, kill_ray_processes
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_open(port: int) -> bool:
@@ -60,17 +54,6 @@ def ensure_ssh_tools() -> None:
         pytest.skip(f"cannot install openssh-server and rsync: {r.stderr.strip().splitlines()[-1:]}")
 
 
-def kill_marked(marker: str) -> None:
-    """Every process whose environment carries the marker (the launcher's children inherit it)."""
-    for pid in os.listdir("/proc"):
-        if pid.isdigit() and int(pid) != os.getpid():
-            try:
-                if marker.encode() in Path(f"/proc/{pid}/environ").read_bytes():
-                    os.kill(int(pid), signal.SIGKILL)
-            except (OSError, PermissionError):
-                pass
-
-
 @pytest.fixture
 def sshd(tmp_path):
     ensure_ssh_tools()
@@ -92,10 +75,7 @@ def sshd(tmp_path):
         for _ in range(50):
             if port_open(22):
                 break
-            proc.poll()
-            assert proc.returncode is None, (d / "sshd.log").read_text()
-            import time
-
+            assert proc.poll() is None, (d / "sshd.log").read_text()
             time.sleep(0.1)
         yield d / "client"
     finally:
