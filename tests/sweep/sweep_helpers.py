@@ -65,3 +65,17 @@ def runs_by_parent(tmp_path, name):
         p.info.run_id: [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents
     }
     return client, parents, children
+
+
+def head_ports_args() -> list[str]:
+    """Free ports for every agent port of a `ray start --head`, so two heads in one session never collide."""
+    return [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                   "runtime-env-agent-port", "metrics-export-port")]  # fmt: skip
+
+
+def session_log_tail(ray_tmp: str, name: str = "dashboard_agent.log", lines: int = 30) -> str:
+    """The end of a Ray log of this head (for assertion messages)."""
+    logs = sorted(Path(ray_tmp).glob(f"session_*/logs/{name}"))
+    return (
+        "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:]) if logs else f"(no {name} in {ray_tmp})"
+    )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from sweep_helpers import free_port, kill_ray_processes
+from sweep_helpers import free_port, head_ports_args, kill_ray_processes, session_log_tail
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,14 +57,14 @@ def head(tmp_path):
     start = subprocess.run(
         [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(ports["gcs"]),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(ports["dashboard"]), "--ray-client-server-port",
-         str(ports["client"]), "--num-cpus", "2", "--temp-dir", ray_tmp, "--disable-usage-stats"],
+         str(ports["client"]), "--num-cpus", "2", "--temp-dir", ray_tmp, "--disable-usage-stats", *head_ports_args()],
         env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     try:
         assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
         wait_for(f"http://127.0.0.1:{ports['mlflow']}/health", 90, "mlflow server", mlflow_log)
         wait_for(f"http://127.0.0.1:{ports['dashboard']}/api/version", 90, "the Ray dashboard", Path(ray_tmp) / "x")
-        yield {"env": env, "ports": ports, "tmp": tmp_path}
+        yield {"env": env, "ports": ports, "tmp": tmp_path, "ray_tmp": ray_tmp}
     finally:
         kill_ray_processes(ray_tmp)  # the head's processes and the jobs' drivers, by their environment marker
         os.killpg(mlflow_srv.pid, signal.SIGTERM)
@@ -86,7 +86,7 @@ def test_submit_the_smoke_job_to_a_local_head_and_find_its_runs(head):
         env=env, capture_output=True, text=True, timeout=900, cwd=tmp,
     )  # fmt: skip
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+    assert proc.returncode == 0, out[-4000:] + "\n--- agent log ---\n" + session_log_tail(head["ray_tmp"])
     assert "SUCCEEDED" in out and "through the tracking relay" in out, out[-4000:]
     assert "top trials by fold-mean validation F1" in out and "0 failed" in out, out[-4000:]
 

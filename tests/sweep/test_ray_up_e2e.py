@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from sweep_helpers import free_port, kill_marked, kill_ray_processes
+from sweep_helpers import free_port, head_ports_args, kill_marked, kill_ray_processes, session_log_tail
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ def loopback_config(tmp: Path, key: Path, ports: dict, marker: str, ray_tmp: str
     cfg["head_start_ray_commands"] = [
         f"{env} FARM_RAY_TEMP_DIR={ray_tmp} RAY_USAGE_STATS_ENABLED=0 ray start --head --node-ip-address=127.0.0.1 "
         f"--port={ports['gcs']} --dashboard-host=127.0.0.1 --dashboard-port={ports['dashboard']} "
-        f"--ray-client-server-port={ports['client']} --temp-dir={ray_tmp} --num-cpus=2 "
+        f"--ray-client-server-port={ports['client']} --temp-dir={ray_tmp} --num-cpus=2 {' '.join(head_ports_args())} "
         "--autoscaling-config=~/ray_bootstrap_config.yaml"
     ]
     cfg["worker_start_ray_commands"] = []
@@ -133,7 +133,9 @@ def test_ray_up_on_loopback_then_a_job(sshd, tmp_path):
              f"MLFLOW_TRACKING_URI={uri}", "--env", "FARM_SWEEP_NAME=ray-up-smoke"],
             env=env, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
-        assert job.returncode == 0 and "SUCCEEDED" in job.stdout, job.stdout[-4000:] + job.stderr[-2000:]
+        assert job.returncode == 0 and "SUCCEEDED" in job.stdout, (
+            job.stdout[-4000:] + job.stderr[-2000:] + "\n--- agent log ---\n" + session_log_tail(ray_tmp)
+        )
         client = MlflowClient(uri)  # the MLflow server that the launcher's head setup started
         runs = client.search_runs([client.get_experiment_by_name("ray-up-smoke").experiment_id])
         assert sum("mlflow.parentRunId" not in r.data.tags for r in runs) == 2 and len(runs) == 2 + 2 * 3
