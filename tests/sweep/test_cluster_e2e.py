@@ -43,8 +43,9 @@ def wait_for(url: str, seconds: float, what: str, log: Path) -> None:
 def head(tmp_path):
     """A Ray head and an MLflow server, both on 127.0.0.1, owned by this test."""
     ray_tmp = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: Ray's socket paths
+    # PATH: the head runs job entrypoints in a shell, which finds `farm` as on a cluster node whose venv is active
     env = {**os.environ, "TMPDIR": str(tmp_path), "FARM_RAY_TEMP_DIR": ray_tmp, "PYTHONUNBUFFERED": "1",
-           "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+           "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}  # fmt: skip
     env.pop("RAY_ADDRESS", None)
     ports = {k: free_port() for k in ("gcs", "dashboard", "client", "mlflow")}
     mlflow_log = tmp_path / "mlflow.log"
