@@ -274,10 +274,8 @@ def fit_fold(
     probs, labels, _ = predict(model, loaders["test"], device)
     test = summarize(au_counts(probs, labels), cfg.data.aus)
     if ckpt:  # per-frame test predictions: the subject-level bootstrap of `farm promote` reads them
-        idx = loaders["test"].dataset.indices
-        column = lambda c: store.manifest.column(c).to_numpy(zero_copy_only=False)[idx]  # noqa: E731
-        table = predictions_table(column("subject"), column("task"), column("frame"), probs, labels, cfg.data.aus,
-                                  split.fold)  # fmt: skip
+        ids = store.frame_ids(loaders["test"].dataset.indices)
+        table = predictions_table(ids["subject"], ids["task"], ids["frame"], probs, labels, cfg.data.aus, split.fold)
         pq.write_table(table, ckpt / PREDICTIONS_FILE)
     tracker.log_metrics({"test/f1_mean": test["f1_mean"], **{f"test/f1_{au}": f for au, f in test["f1"].items()}})
     return FoldResult(

@@ -32,6 +32,8 @@ from farm.config import Config, unflatten
 from farm.models import FusionModel, build_model
 
 PREDICTIONS_FILE = "test_predictions.parquet"
+PREDICTIONS_DIR = "predictions"
+"""Artifact folder of a fold run holding its PREDICTIONS_FILE."""
 SPEC_FILE = "model.json"
 
 
@@ -45,11 +47,12 @@ class ModelInputError(ValueError):
 
 def predictions_table(
     subjects: np.ndarray, tasks: np.ndarray, frames: np.ndarray, probs: np.ndarray, labels: np.ndarray,
-    aus: tuple[str, ...] | list[str], fold: str,
+    aus: tuple[str, ...] | list[str], fold: str | np.ndarray,
 ) -> pa.Table:  # fmt: skip
-    """One row per frame: subject, task, frame, fold, p_<AU> (probability), y_<AU> (1, 0, -1 unknown)."""
+    """One row per frame: subject, task, frame, fold (one name, or one per frame), p_<AU>, y_<AU> (1, 0, -1)."""
+    folds = np.broadcast_to(np.asarray(fold, dtype=object), (len(subjects),)).astype(str)
     cols = {"subject": pa.array(subjects.astype(str)), "task": pa.array(tasks.astype(str)),
-            "frame": pa.array(frames.astype(np.int64)), "fold": pa.array([fold] * len(subjects))}  # fmt: skip
+            "frame": pa.array(frames.astype(np.int64)), "fold": pa.array(folds)}  # fmt: skip
     for j, au in enumerate(aus):
         cols[f"p_{au}"] = pa.array(probs[:, j].astype(np.float32))
     for j, au in enumerate(aus):
@@ -107,9 +110,7 @@ class Predictions:
                                    fold=self.fold[rows], probs=self.probs[rows], labels=self.labels[rows])  # fmt: skip
 
     def to_table(self) -> pa.Table:
-        parts = [predictions_table(self.subject[m], self.task[m], self.frame[m], self.probs[m], self.labels[m],
-                                   self.aus, f) for f in dict.fromkeys(self.fold) for m in [self.fold == f]]  # fmt: skip
-        return pa.concat_tables(parts)
+        return predictions_table(self.subject, self.task, self.frame, self.probs, self.labels, self.aus, self.fold)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def dataset_batches(root: str | Path, spec: InputSpec, subjects: list[str] | Non
         idx = idx[np.isin(store.subjects, subjects)]
     aus_known = all(a in store.meta.aus for a in spec.aus)
     labels = store.labels(spec.aus)[idx] if aus_known else None
-    col = {c: store.manifest.column(c).to_numpy(zero_copy_only=False)[idx] for c in ("subject", "task", "frame")}
+    col = store.frame_ids(idx)
 
     def batches() -> Iterator[Batch]:
         for i in range(0, len(idx), batch_size):

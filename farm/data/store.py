@@ -327,6 +327,12 @@ class FrameStore:
     def __len__(self) -> int:
         return self.manifest.num_rows
 
+    def frame_ids(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """{"subject", "task", "frame"}: the identity of the given manifest rows."""
+        return {
+            c: self.manifest.column(c).to_numpy(zero_copy_only=False)[indices] for c in ("subject", "task", "frame")
+        }
+
     def labels(self, aus: tuple[str, ...] | None = None) -> np.ndarray:
         """(N, A) int8 in {1, 0, -1}."""
         aus = aus or self.meta.aus

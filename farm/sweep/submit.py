@@ -54,7 +54,6 @@ def use_token_auth_if_available() -> None:
 def client_for(address: str):
     from ray.job_submission import JobSubmissionClient
 
-    use_token_auth_if_available()
     try:
         return JobSubmissionClient(address)
     except Exception as e:  # noqa: BLE001 - connection refused, bad URL, auth: one clear line

@@ -25,12 +25,10 @@ from ray.train.v2.api.callback import UserCallback
 from farm.config import unflatten
 from farm.cv import aggregate_folds
 from farm.engine import TrainingDiverged, fit_fold
-from farm.inference import PREDICTIONS_FILE
+from farm.inference import PREDICTIONS_DIR, PREDICTIONS_FILE
 
 RESULT_FILE = "result.json"
 ROUND_FILE = "round.json"
-PREDICTIONS_DIR = "predictions"
-"""Artifact folder of a fold run holding its per-frame test predictions."""
 
 
 def fold_worker(config: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from farm.inference import PREDICTIONS_FILE, FoldEnsemble, InputSpec, Predictions, load_checkpoint
+from farm.inference import PREDICTIONS_DIR, PREDICTIONS_FILE, FoldEnsemble, InputSpec, Predictions, load_checkpoint
 from farm.promotion import decide
 from farm.tracking.mlflow import RunTracker, experiment_id
 from farm.tracking.pyfunc import MODEL_ARTIFACTS
@@ -98,8 +98,6 @@ def ensemble_for(record, device: str = "cpu") -> FoldEnsemble:
 
 def fold_predictions(client: MlflowClient, record) -> Predictions:
     """The folds' per-frame test predictions, as their runs logged them."""
-    from farm.sweep.worker import PREDICTIONS_DIR
-
     with tempfile.TemporaryDirectory() as d:
         paths = []
         for f in record.folds:
@@ -234,7 +232,7 @@ def promote(opts: PromoteOptions, log=print) -> dict[str, Any]:
     tags = lineage_tags(record, opts.sweep)
     run_name = f"{name}<-{record.trial}"
     with mlflow.start_run(experiment_id=exp, run_name=run_name, tags={**tags, "farm.kind": "promotion"}) as run:
-        mlflow.log_params({k: v for k, v in record.params.items()})
+        mlflow.log_params(record.params)
         mlflow.log_metrics({k: v for k, v in record.metrics.items() if k.startswith("cv/")})
         with tempfile.TemporaryDirectory() as d:
             import pyarrow.parquet as pq
