@@ -12,7 +12,7 @@ q95, for several `num_workers`, copying each batch to the GPU as training does. 
 workers one GPU fold needs: ceil(model frames/s / per-worker loader frames/s).
 
 `robustness`: generates the default synthetic set, trains AMF and late fusion on folds P1, P2, P3
-with `fit_fold` (preset `cpu`, on the GPU), then runs `farm.robustness` (clean, each modality and
+with `fit_fold` (preset `cpu`, on the GPU), then runs `farm.evaluate.robustness` (clean, each modality and
 each pair missing, Gaussian noise) with each fold's model on its own test subjects.
 
 Plain PyTorch: no Ray, MLflow or Optuna. Results: docs/benchmarks.md and docs/results.md.
@@ -37,13 +37,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
+from torch.utils.data import RandomSampler  # noqa: E402
 
 from farm.config import load_config  # noqa: E402
 from farm.data.folds import Split  # noqa: E402
 from farm.data.store import FrameStore  # noqa: E402
 from farm.data.synth import SynthSpec, generate  # noqa: E402
-from farm.engine import build_loaders, crop_size  # noqa: E402
+from farm.engine import build_loaders, build_optimizer, crop_size, train_step  # noqa: E402
 from farm.models import build_model, fusion_modalities  # noqa: E402
 
 PAPER_CHANNELS = {"visual": 3, "depth": 1}
@@ -76,7 +76,7 @@ def model_rate(
     torch.manual_seed(0)
     model = build_model(cfg, PAPER_CHANNELS, len(cfg.data.aus)).to(device).train()
     model.set_progress(0.0)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = build_optimizer(cfg, model)  # the engine's builders: the benchmark measures what training runs
     x = {m: torch.rand(batch, c, crop, crop, device=device) * 2 - 1 for m, c in PAPER_CHANNELS.items()}
     target = torch.randint(0, 2, (batch, len(cfg.data.aus)), device=device).float()
     mask = torch.ones_like(target)
@@ -84,12 +84,7 @@ def model_rate(
 
     def step() -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = model(x)
-            loss, _ = model.loss(out, target, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach()
+            return train_step(model, opt, x, target, mask)["loss"].detach()
 
     for _ in range(warmup):
         step()
@@ -127,12 +122,13 @@ def loader_rate(store: FrameStore, workers: int, batches: int, device: torch.dev
     modalities = fusion_modalities("amf", cfg.data.modalities, store.meta.modality_names)
     subjects = tuple(sorted(set(store.subjects)))
     split = Split(fold="bench", train=subjects, val=subjects, test=subjects)
-    built = build_loaders(cfg, store, split, modalities)["train"]
-    ds, bs = built.dataset, cfg.train.batch_size
+    bs = cfg.train.batch_size
+    train_subjects = build_loaders(cfg, store, split, modalities)["train"].dataset
     gen = torch.Generator().manual_seed(cfg.train.seed)
-    sampler = RandomSampler(ds, replacement=True, num_samples=(batches + 1) * bs, generator=gen)
-    dl = DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=True, num_workers=built.num_workers,
-                    pin_memory=built.pin_memory and not plain, persistent_workers=workers > 0)  # fmt: skip
+    sampler = RandomSampler(train_subjects, replacement=True, num_samples=(batches + 1) * bs, generator=gen)
+    pin = None if not plain else False  # None: the engine's choice (pinned when CUDA is there)
+    dl = build_loaders(cfg, store, split, modalities, train_sampler=sampler, pin_memory=pin)["train"]
+    ds = dl.dataset
     it = iter(dl)
     x, _ = next(it)  # workers started and the first batch made
     n = 0
@@ -255,9 +251,10 @@ def cmd_throughput(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from farm import robustness
+    from farm.checkpoints import BEST_FILE, BEST_KEYS, InputSpec, load_checkpoint
     from farm.engine import fit_fold
-    from farm.inference import FoldEnsemble, InputSpec
+    from farm.evaluate import robustness
+    from farm.evaluate.inference import FoldEnsemble
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not args.allow_cpu:
@@ -299,9 +296,9 @@ def cmd_robustness(args: argparse.Namespace) -> int:
             ckdir = work / "runs" / fusion / fold
             print(f"== {fusion} {fold}", flush=True)
             res = fit_fold(cfg, checkpoint_dir=ckdir, log=lambda s: print(s, flush=True))
-            ckpt = torch.load(ckdir / "best.pt", map_location="cpu", weights_only=True)
+            ckpt = load_checkpoint(ckdir / BEST_FILE, "cpu", BEST_KEYS)
             spec = InputSpec.from_dict(ckpt["input"])
-            checkpoints[fold] = ckdir / "best.pt"
+            checkpoints[fold] = ckdir / BEST_FILE
             test_subjects[fold] = tuple(res.split["test"])
             folds.append({"fold": fold, "test_f1": res.test["f1_mean"], "val_f1": res.val.get("f1_mean"),
                           "test_f1_per_au": res.test["f1"], "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,

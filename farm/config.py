@@ -168,6 +168,9 @@ class TrainConfig:
     """'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'."""
     max_train_batches: int = 0
     """Cap on optimiser steps per epoch (0 = a full pass); for smoke runs."""
+    divergence_factor: float = 100.0
+    """End the fold with TrainingDiverged when an epoch's mean training loss exceeds this multiple of the
+    untrained model's loss (the first batch's), or any loss or weight is not finite (0 = only the latter)."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -175,6 +178,8 @@ class TrainConfig:
         _check(self.patience >= 1, "train.patience", f"must be >= 1, got {self.patience}")
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         _check(self.max_train_batches >= 0, "train.max_train_batches", "must be >= 0")
+        _check(self.divergence_factor == 0 or self.divergence_factor > 1, "train.divergence_factor",
+               f"must be 0 (off) or > 1, got {self.divergence_factor}")  # fmt: skip
 
 
 @dataclass(frozen=True)

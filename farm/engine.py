@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,12 +23,23 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
+from farm.checkpoints import (
+    BEST_FILE,
+    BEST_KEYS,
+    LAST_FILE,
+    LAST_KEYS,
+    PREDICTIONS_FILE,
+    CheckpointError,
+    InputSpec,
+    load_checkpoint,
+    predictions_table,
+    save_checkpoint,
+)
 from farm.config import Config, flatten, to_dict
 from farm.data.augment import scaled_block
 from farm.data.dataset import FrameDataset
 from farm.data.folds import Split, make_split, resolve_partitions
 from farm.data.store import FrameStore
-from farm.inference import PREDICTIONS_FILE, InputSpec, predictions_table
 from farm.metrics import all_positive_f1, au_counts, summarize
 from farm.models import FusionModel, build_model, fusion_modalities
 
@@ -55,7 +65,8 @@ def no_report(metrics: dict[str, float], checkpoint: str | None = None) -> None:
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message says when."""
+    """The loss or a weight became non-finite, or the loss exploded (see `check_divergence`); the message says
+    which fold, epoch and value."""
 
 
 @dataclass
@@ -110,7 +121,12 @@ def input_spec(cfg: Config, store: FrameStore, modalities: tuple[str, ...]) -> I
                      crop_size(cfg, store, modalities), tuple(cfg.data.aus))  # fmt: skip
 
 
-def build_loaders(cfg: Config, store: FrameStore, split: Split, modalities: tuple[str, ...]) -> dict[str, DataLoader]:
+def build_loaders(
+    cfg: Config, store: FrameStore, split: Split, modalities: tuple[str, ...], *,
+    train_sampler: torch.utils.data.Sampler | None = None, pin_memory: bool | None = None,
+) -> dict[str, DataLoader]:  # fmt: skip
+    """train / val / test loaders of a fold. `train_sampler` replaces the shuffled pass (benchmarks draw with
+    replacement); `pin_memory` defaults to whether CUDA is available."""
     crop = crop_size(cfg, store, modalities)
     common = dict(store=store, modalities=modalities, aus=cfg.data.aus, crop=crop)
     sets = {
@@ -124,13 +140,19 @@ def build_loaders(cfg: Config, store: FrameStore, split: Split, modalities: tupl
         if len(ds) == 0:
             raise ValueError(f"fold {split.fold}: the {name} subjects have no frames in {store.root}")
     workers = cfg.data.num_workers
-    loader_args = dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    loader_args = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0)
     gen = torch.Generator().manual_seed(cfg.train.seed)
+    order = dict(sampler=train_sampler) if train_sampler is not None else dict(shuffle=True, generator=gen)
     return {
-        "train": DataLoader(sets["train"], batch_size=cfg.train.batch_size, shuffle=True, drop_last=len(sets["train"]) > cfg.train.batch_size, generator=gen, **loader_args),
+        "train": DataLoader(sets["train"], batch_size=cfg.train.batch_size, drop_last=len(sets["train"]) > cfg.train.batch_size, **order, **loader_args),
         "val": DataLoader(sets["val"], batch_size=cfg.train.eval_batch_size, shuffle=False, **loader_args),
         "test": DataLoader(sets["test"], batch_size=cfg.train.eval_batch_size, shuffle=False, **loader_args),
     }  # fmt: skip
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
 
 def _to_device(x: dict[str, torch.Tensor], y: torch.Tensor, device: torch.device):
@@ -139,31 +161,59 @@ def _to_device(x: dict[str, torch.Tensor], y: torch.Tensor, device: torch.device
     return x, (y == 1).float(), (y >= 0).float()  # inputs, target, mask (0 = unknown label)
 
 
+def train_step(
+    model: FusionModel, optimizer: torch.optim.Optimizer, x: dict[str, torch.Tensor], target: torch.Tensor,
+    mask: torch.Tensor,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One optimiser step on one batch; returns the loss parts as device tensors (no host sync)."""
+    out = model(x)
+    loss, parts = model.loss(out, target, mask)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return parts
+
+
 def train_one_epoch(
     model: FusionModel, loader: DataLoader, optimizer: torch.optim.Optimizer, device: torch.device,
     epoch: int, max_batches: int = 0,
 ) -> dict[str, float]:  # fmt: skip
+    """Mean loss parts over the epoch; `train/loss_first_batch` is the loss of its first batch (one host sync)."""
     model.train()
     steps = len(loader) if not max_batches else min(max_batches, len(loader))
     sums: dict[str, torch.Tensor] = {}
+    first = float("nan")
     for step, (x, y) in enumerate(loader):
         if step >= steps:
             break
         model.set_progress(epoch + step / steps)
         x, target, mask = _to_device(x, y, device)
-        out = model(x)
-        loss, parts = model.loss(out, target, mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        parts = train_step(model, optimizer, x, target, mask)
+        if step == 0:
+            first = float(parts["loss"])
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v
     metrics = {f"train/{k}": float(v) / steps for k, v in sums.items()}  # one host sync per epoch
-    if not math.isfinite(metrics.get("train/loss", 0.0)):
-        raise TrainingDiverged(f"training loss is {metrics['train/loss']} in epoch {epoch}")
+    metrics["train/loss_first_batch"] = first
     if hasattr(model, "tau"):
         metrics["train/tau"] = float(model.tau)
     return metrics
+
+
+def check_divergence(model: torch.nn.Module, metrics: dict[str, float], initial_loss: float, factor: float,
+                     epoch: int, fold: str) -> None:  # fmt: skip
+    """Raise TrainingDiverged if the loss or a weight is not finite, or the epoch's mean training loss exceeds
+    `factor` x the untrained model's loss (`initial_loss`, the very first batch's; factor 0 = off)."""
+    loss = metrics["train/loss"]
+    where = f"fold {fold}: training diverged in epoch {epoch}"
+    if not math.isfinite(loss) or not math.isfinite(metrics.get("train/loss_first_batch", 0.0)):
+        raise TrainingDiverged(f"{where}: the training loss is {loss}; lower train.lr")
+    bad = next((n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+    if bad is not None:
+        raise TrainingDiverged(f"{where}: weight {bad} is not finite (a non-finite gradient); lower train.lr")
+    if factor and math.isfinite(initial_loss) and initial_loss > 0 and loss > factor * initial_loss:
+        raise TrainingDiverged(f"{where}: mean training loss {loss:.3g} is {loss / initial_loss:.3g}x the untrained "
+                               f"model's {initial_loss:.3g} (train.divergence_factor = {factor:g}); lower train.lr")  # fmt: skip
 
 
 @torch.no_grad()
@@ -180,12 +230,6 @@ def predict(model: FusionModel, loader: DataLoader, device: torch.device) -> tup
         loss_sum += float(loss) * len(y)
         n += len(y)
     return np.concatenate(probs), np.concatenate(labels), loss_sum / max(n, 1)
-
-
-def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def fit_fold(
@@ -209,17 +253,22 @@ def fit_fold(
     loaders = build_loaders(cfg, store, split, modalities)
     device = resolve_device(cfg.train.device)
     model = build_model(cfg, {m: store.meta.modality(m).channels for m in modalities}, len(cfg.data.aus)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = build_optimizer(cfg, model)
     tracker.log_params(flatten(cfg))
     spec = input_spec(cfg, store, modalities)
 
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     history: list[dict[str, float]] = []
     best_f1, best_epoch, first_epoch, best_state, best_val = -1.0, -1, 0, None, {}
-    if ckpt and (ckpt / "last.pt").exists():
-        state = torch.load(ckpt / "last.pt", map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    initial_loss = float("nan")  # the untrained model's training loss: the divergence bound's reference
+    if ckpt and (ckpt / LAST_FILE).exists():
+        state = load_checkpoint(ckpt / LAST_FILE, device, LAST_KEYS)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{ckpt / LAST_FILE}: does not fit this fold's model and optimizer (another "
+                                  f"configuration's checkpoint? {type(e).__name__}: {str(e)[:200]})") from None  # fmt: skip
         history, best_f1, best_epoch, best_val = (
             state["history"],
             state["best_f1"],
@@ -227,8 +276,9 @@ def fit_fold(
             state["best_val"],
         )
         first_epoch = state["epoch"] + 1
+        initial_loss = float(state.get("initial_loss", float("nan")))
         torch.set_rng_state(state["rng"])
-        log(f"resumed fold {split.fold} from {ckpt / 'last.pt'} after epoch {state['epoch']}")
+        log(f"resumed fold {split.fold} from {ckpt / LAST_FILE} after epoch {state['epoch']}")
     if ckpt:
         ckpt.mkdir(parents=True, exist_ok=True)
 
@@ -242,6 +292,10 @@ def fit_fold(
             "epoch": epoch,
             **train_one_epoch(model, loaders["train"], optimizer, device, epoch, cfg.train.max_train_batches),
         }
+        first_batch = metrics.pop("train/loss_first_batch")
+        if epoch == 0:
+            initial_loss = first_batch
+        check_divergence(model, metrics, initial_loss, cfg.train.divergence_factor, epoch, split.fold)
         probs, labels, val_loss = predict(model, loaders["val"], device)
         val = summarize(au_counts(probs, labels), cfg.data.aus)
         metrics.update(
@@ -258,16 +312,16 @@ def fit_fold(
         tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
         if ckpt:
             if improved:
-                _save({"model": best_state, "config": to_dict(cfg), "input": spec.to_dict(), "epoch": epoch,
-                       "val_f1": best_f1}, ckpt / "best.pt")  # fmt: skip
-            _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": to_dict(cfg), "epoch": epoch,
+                save_checkpoint({"model": best_state, "config": to_dict(cfg), "input": spec.to_dict(), "epoch": epoch,
+                       "val_f1": best_f1}, ckpt / BEST_FILE)  # fmt: skip
+            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": to_dict(cfg), "epoch": epoch,
                    "history": history, "best_f1": best_f1, "best_epoch": best_epoch, "best_val": best_val,
-                   "rng": torch.get_rng_state()},
-                  ckpt / "last.pt")  # fmt: skip
+                   "rng": torch.get_rng_state(), "initial_loss": initial_loss},
+                  ckpt / LAST_FILE)  # fmt: skip
         report(metrics, checkpoint=str(ckpt) if ckpt else None)
 
-    if best_state is None and ckpt and (ckpt / "best.pt").exists():  # resumed after the last improvement
-        best_state = torch.load(ckpt / "best.pt", map_location=device, weights_only=True)["model"]
+    if best_state is None and ckpt and (ckpt / BEST_FILE).exists():  # resumed after the last improvement
+        best_state = load_checkpoint(ckpt / BEST_FILE, device, BEST_KEYS)["model"]
     if best_state is None:
         raise RuntimeError(f"fold {split.fold}: no epoch was trained (train.epochs={cfg.train.epochs})")
     model.load_state_dict(best_state)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from farm.jobs import JobSpecError, check_job, load_job
+from farm.sweep.jobs import JobSpecError, check_job, load_job
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_FILES = ["cluster.yaml", "cluster.local.yaml"]

@@ -1,4 +1,4 @@
-"""The pure core (model, data, engine, inference, robustness, promotion, report, CLI) must import and run without Ray, Optuna or MLflow."""
+"""The pure core (config, data, models, checkpoints, engine, evaluate, the CLI parser) must import and run without Ray, Optuna or MLflow."""
 
 import subprocess
 import sys
@@ -13,9 +13,11 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Block())
-import farm.config, farm.metrics, farm.engine, farm.models, farm.models.amf, farm.cli
+import farm.config, farm.metrics, farm.checkpoints, farm.engine, farm.models, farm.models.amf, farm.cli
 import farm.data.store, farm.data.dataset, farm.data.augment, farm.data.folds, farm.data.synth
-import farm.inference, farm.robustness, farm.promotion, farm.predict, farm.report, farm.cv
+import farm.evaluate.inference, farm.evaluate.robustness, farm.evaluate.promotion, farm.evaluate.predict
+import farm.evaluate.report, farm.evaluate.cv, farm.sweep.jobs
+import farm.cli.data, farm.cli.train
 farm.cli.build_parser()
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("ray", "optuna", "mlflow"))
 assert not bad, bad

@@ -16,6 +16,8 @@ from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from farm.checkpoints import load_checkpoint
+
 
 class ResNetFeatures(nn.Module):
     """A torchvision ResNet without its classifier: (B, C, H, W) -> (B, feature_dim)."""
@@ -56,8 +58,11 @@ def _load_weights(model: ResNetFeatures, pretrained: str, arch: str) -> None:
         path = Path(pretrained)
         if not path.is_file():
             raise FileNotFoundError(f"model.pretrained: weights file {path} not found (or use 'none' / 'imagenet')")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)  # weights_only=True; an empty, foreign or hostile file: one line naming it
         state = state.get("state_dict", state) if isinstance(state, dict) else state
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"model.pretrained: {path} is not a state dict of tensors (a .pth saved from "
+                             "model.state_dict(), optionally under 'state_dict')")  # fmt: skip
     state = {k.removeprefix("module.").removeprefix("net."): v for k, v in state.items() if not k.startswith("fc.")}
     if "conv1.weight" in state:
         state["conv1.weight"] = adapt_conv1(state["conv1.weight"], model.in_chans)

@@ -1,4 +1,4 @@
-"""`farm submit`: a job spec (farm/jobs.py) to a Ray cluster through its Jobs API.
+"""`farm submit`: a job spec (farm/sweep/jobs.py) to a Ray cluster through its Jobs API.
 
 The address is the Ray dashboard's HTTP address: `--address`, else `$RAY_API_SERVER_ADDRESS` or an
 http(s) `$RAY_ADDRESS`, else http://127.0.0.1:8265, which is where `ray dashboard cluster.yaml`
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from farm.jobs import JobSpec, check_job
+from farm.sweep.jobs import JobSpec, check_job
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 

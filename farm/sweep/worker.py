@@ -22,10 +22,10 @@ import ray.train
 import torch
 from ray.train.v2.api.callback import UserCallback
 
+from farm.checkpoints import PREDICTIONS_DIR, PREDICTIONS_FILE
 from farm.config import unflatten
-from farm.cv import aggregate_folds
 from farm.engine import TrainingDiverged, fit_fold
-from farm.inference import PREDICTIONS_DIR, PREDICTIONS_FILE
+from farm.evaluate.cv import aggregate_folds
 
 RESULT_FILE = "result.json"
 ROUND_FILE = "round.json"

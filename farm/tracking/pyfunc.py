@@ -12,7 +12,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from farm.inference import FoldEnsemble
+from farm.evaluate.inference import FoldEnsemble
 
 MODEL_ARTIFACTS = "fold_models"
 

@@ -1,7 +1,7 @@
 """The MLflow side of `farm promote`, `farm predict` and `farm robustness` (a thin layer).
 
-The decision (farm/promotion.py), the model (farm/inference.py) and the robustness study
-(farm/robustness.py) are plain Python; this module reads a sweep's runs, packages the chosen
+The decision (farm/evaluate/promotion.py), the model (farm/evaluate/inference.py) and the robustness study
+(farm/evaluate/robustness.py) are plain Python; this module reads a sweep's runs, packages the chosen
 trial's fold models as an MLflow pyfunc model, registers a version with its lineage, moves the
 `champion` / `challenger` aliases, and attaches robustness results.
 
@@ -27,8 +27,9 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from farm.inference import PREDICTIONS_DIR, PREDICTIONS_FILE, FoldEnsemble, InputSpec, Predictions, load_checkpoint
-from farm.promotion import decide
+from farm.checkpoints import PREDICTIONS_DIR, PREDICTIONS_FILE, InputSpec, Predictions, load_checkpoint
+from farm.evaluate.inference import FoldEnsemble
+from farm.evaluate.promotion import decide
 from farm.tracking.mlflow import RunTracker, experiment_id
 from farm.tracking.pyfunc import MODEL_ARTIFACTS
 from farm.tracking.sweeps import best_trial, open_store, record_for_run, trial_runs
@@ -311,8 +312,8 @@ def robustness_for_run(
     batch_size: int = 0, log=print,
 ) -> list[dict]:  # fmt: skip
     """Run the study (or reuse the one already logged to the run) and log table, CSV and plot to `robustness/`."""
-    from farm import robustness
     from farm.data.store import FrameStore
+    from farm.evaluate import robustness
 
     existing = [a.path for a in client.list_artifacts(run_id, ROBUSTNESS_DIR)]
     if f"{ROBUSTNESS_DIR}/robustness.csv" in existing:

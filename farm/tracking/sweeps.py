@@ -7,7 +7,7 @@ a child run per fold (tag `mlflow.parentRunId`, tag `fold`; metrics `test/f1_<AU
 Parent status: FINISHED, KILLED (stopped by ASHA) or FAILED.
 
 `trial_runs` and `best_trial` are general (reports, promotion); `method_result` and
-`report_sweeps` feed farm/report.py.
+`report_sweeps` feed farm/evaluate/report.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from farm.report import MethodResult, Report, build_report, load_paper_table, write_report
+from farm.evaluate.report import MethodResult, Report, build_report, load_paper_table, write_report
 from farm.tracking.mlflow import PARENT_TAG
 
 OBJECTIVE = "cv/val_f1_mean"
@@ -173,7 +173,7 @@ def _fold_runs(record: TrialRecord) -> list[FoldRun]:
 
 
 def method_result(record: TrialRecord, metric: str = OBJECTIVE) -> MethodResult:
-    """The trial as farm.report's MethodResult: per-fold per-AU test F1 from its fold runs, and its lineage."""
+    """The trial as farm.evaluate.report's MethodResult: per-fold per-AU test F1 from its fold runs, and its lineage."""
     where = f"trial {record.trial} (run {record.run_id}) of sweep {record.sweep!r} in {record.store}"
     folds = _fold_runs(record)
     if not folds:

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from farm.inference import Predictions
+from farm.checkpoints import Predictions
+from farm.evaluate.promotion import bootstrap_difference, decide, fold_mean_f1, subject_counts
 from farm.metrics import au_counts, summarize
-from farm.promotion import bootstrap_difference, decide, fold_mean_f1, subject_counts
 
 AUS = ("AU1", "AU2", "AU4", "AU6")
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from farm.files import atomic_paths
+
 PAPER_FILE = Path(__file__).parent / "paper_tables.yaml"
 PAPER_TABLES = ("bp4d", "bp4dplus")
 FUSION_LABELS = {"amf": "AMF", "late": "late fusion", "early": "early fusion", "cam": "ResNet-18+CAM",
@@ -133,7 +135,7 @@ def summarize_method(method: MethodResult, aus: tuple[str, ...], paper: PaperTab
         raise ReportError(f"{method.label} (trial {method.trial}, run {method.run_id}) has no fold results")
     folds = tuple(sorted(method.fold_f1))
     f1 = np.array([[method.fold_f1[f].get(au, np.nan) for au in aus] for f in folds], dtype=float)  # (F, A)
-    au_mean = _nan_stat(np.nanmean, f1, 0)  # (A,) as farm/cv.py: NaN folds left out
+    au_mean = _nan_stat(np.nanmean, f1, 0)  # (A,) as farm/evaluate/cv.py: NaN folds left out
     au_std = _nan_stat(np.nanstd, f1, 0)  # (A,) population std
     fold_avg = _nan_stat(np.nanmean, f1, 1)  # (F,) = each fold's test/f1_mean when aus = the trained AUs
     return MethodSummary(method, folds, dict(zip(aus, au_mean.tolist())), dict(zip(aus, au_std.tolist())),
@@ -371,9 +373,9 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     """report.md, report.csv and report.png in out_dir (created); returns their paths by kind."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(report.to_markdown() + "\n")
-    return {
-        "md": out / "report.md",
-        "csv": report.to_csv(out / "report.csv"),
-        "png": plot_report(report, out / "report.png"),
-    }
+    paths = {"md": out / "report.md", "csv": out / "report.csv", "png": out / "report.png"}
+    with atomic_paths(*paths.values()) as (md, csv_path, png):  # all three, or the previous ones
+        md.write_text(report.to_markdown() + "\n")
+        report.to_csv(csv_path)
+        plot_report(report, png)
+    return paths

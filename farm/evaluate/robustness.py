@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Subset
 
 from farm.data.dataset import FrameDataset
 from farm.data.store import FrameStore
-from farm.inference import Condition, FoldEnsemble, perturb
+from farm.evaluate.inference import Condition, FoldEnsemble, perturb
+from farm.files import atomic_paths
 from farm.metrics import au_counts, f1_from_counts
 
 SIGMAS = (0.1, 0.2, 0.5, 0.8)
@@ -152,12 +153,13 @@ def write(rows: list[dict], out: str | Path, title: str = "") -> dict[str, Path]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "robustness.csv", "md": out / "robustness.md", "png": out / "robustness.png"}
-    with paths["csv"].open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    paths["md"].write_text(to_markdown(rows, title))
-    plot(rows, paths["png"], title)
+    with atomic_paths(*paths.values()) as (csv_tmp, md_tmp, png_tmp):  # all three, or the previous ones
+        with csv_tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        md_tmp.write_text(to_markdown(rows, title))
+        plot(rows, png_tmp, title)
     return paths
 
 

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from farm import robustness
+from farm.checkpoints import InputSpec, Predictions
 from farm.config import BP4D_AUS, unflatten
 from farm.data.store import FrameStore
-from farm.inference import Condition, FoldEnsemble, InputSpec, ModelInputError, Predictions, perturb
+from farm.evaluate import robustness
+from farm.evaluate.inference import Condition, FoldEnsemble, ModelInputError, perturb
 from farm.models import build_model
 
 SIZE, CROP = 20, 16
@@ -132,7 +133,7 @@ def test_save_and_load_round_trip(tiny_dataset, tmp_path):
 def test_predictions_table_round_trip(tmp_path):
     import pyarrow.parquet as pq
 
-    from farm.inference import predictions_table
+    from farm.checkpoints import predictions_table
 
     probs = np.random.default_rng(0).random((4, 2)).astype(np.float32)
     labels = np.array([[1, 0], [0, -1], [1, 1], [0, 0]], np.int8)

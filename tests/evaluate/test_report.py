@@ -1,4 +1,4 @@
-"""farm.report: numbers over folds, Markdown / CSV / PNG, and the paper's tables (pure: no MLflow)."""
+"""farm.evaluate.report: numbers over folds, Markdown / CSV / PNG, and the paper's tables (pure: no MLflow)."""
 
 import csv
 
@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from farm.config import BP4D_AUS
-from farm.report import PAPER_FILE, MethodResult, ReportError, build_report, load_paper_table, write_report
+from farm.evaluate.report import PAPER_FILE, MethodResult, ReportError, build_report, load_paper_table, write_report
 
 FOLDS = ("P1", "P2", "P3")
 WRONG_HEADERS = ("AU5", "AU9", "AU20", "AU25", "AU26")
@@ -29,7 +29,7 @@ def test_means_and_stds_over_folds():
     assert r.au_mean["AU2"] == pytest.approx(0.5) and r.au_std["AU2"] == pytest.approx(np.std([0.5, 0.7, 0.3]))
     assert r.fold_avg == pytest.approx({"P1": 0.35, "P2": 0.55, "P3": 0.3})
     assert r.avg_mean == pytest.approx(np.mean([0.35, 0.55, 0.3]))
-    assert r.avg_std == pytest.approx(np.std([0.35, 0.55, 0.3]))  # population std, as farm/cv.py
+    assert r.avg_std == pytest.approx(np.std([0.35, 0.55, 0.3]))  # population std, as farm/evaluate/cv.py
 
 
 def test_avg_is_the_mean_over_folds_of_the_per_fold_au_mean_with_missing_aus_left_out():

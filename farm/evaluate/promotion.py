@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from farm.inference import Predictions
+from farm.checkpoints import Predictions
 from farm.metrics import au_counts, f1_from_counts
 
 

@@ -1,13 +1,15 @@
-"""`farm`: command-line entry point. Thin: parses arguments, builds the typed config, calls the core."""
+"""The `farm` command's argument tree, and nothing else: no command is implemented or imported here.
+
+Every (sub)command names its handler as "module:function" (`farm.cli.data`, `farm.cli.train`,
+`farm.cli.sweep`, `farm.cli.evaluate`); `farm.cli.main` imports the one that runs. So a job spec
+can be checked against this parser (farm/sweep/jobs.py) without importing any command.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from pathlib import Path
 
-from farm.config import BP4D_AUS, ConfigError, load_config, parse_overrides, valid_keys
+from farm.config import valid_keys
 
 EPILOG = """\
 examples:
@@ -43,7 +45,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modalities", default="visual,depth,thermal", help="comma list from visual,depth,thermal")
     p.add_argument("--difficulty", default="default", choices=("easy", "default", "hard"),
                    help="AU effect strength vs nuisances; 'easy' trains in seconds (tests)")  # fmt: skip
-    p.set_defaults(func=cmd_synth)
+    p.set_defaults(handler="farm.cli.data:cmd_synth")
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
@@ -77,7 +79,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aus", help="comma list of AUs (default the BP4D twelve)")
     p.add_argument("--strict", action="store_true", help="fail instead of skipping any frame")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per core)")
-    p.set_defaults(func=cmd_prepare)
+    p.set_defaults(handler="farm.cli.data:cmd_prepare")
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +88,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        "each AU (1 / 0 / unknown) and the frames left out by `farm data prepare` with their reasons.")  # fmt: skip
     p.add_argument("path", help="dataset directory")
     p.add_argument("--all-skips", action="store_true", help="list every skipped frame, not three per reason")
-    p.set_defaults(func=cmd_check)
+    p.set_defaults(handler="farm.cli.data:cmd_check")
 
 
 def _add_folds(sub: argparse._SubParsersAction) -> None:
@@ -100,7 +102,7 @@ def _add_folds(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold-file", default="", help="YAML partitions file replacing the standard folds")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of training subjects used for validation")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the validation carve-out")
-    p.set_defaults(func=cmd_folds)
+    p.set_defaults(handler="farm.cli.data:cmd_folds")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -121,7 +123,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--out", help="write the result as JSON here")
     p.add_argument("--checkpoint-dir", help="save last/best checkpoints here and resume from them")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(handler="farm.cli.train:cmd_train")
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
@@ -155,7 +157,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-relay", default="auto", choices=("auto", "on", "off"),
                    help="workers log to MLflow through a Ray actor on this node (auto: when the cluster has other "
                    "nodes and the store is sqlite or a 127.0.0.1 server; docs/cluster.md)")  # fmt: skip
-    p.set_defaults(func=cmd_sweep)
+    p.set_defaults(handler="farm.cli.sweep:cmd_sweep")
 
 
 def _tracking(p: argparse.ArgumentParser) -> None:
@@ -189,7 +191,7 @@ def _add_promote(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap and noise seed (default 0)")
     p.add_argument("--stride", type=int, default=1, help="robustness on every N-th test frame (default 1 = all)")
     _tracking(p)
-    p.set_defaults(func=cmd_promote)
+    p.set_defaults(handler="farm.cli.evaluate:cmd_promote")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -212,7 +214,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="predictions.csv", help="output CSV (default predictions.csv)")
     p.add_argument("--batch-size", type=int, default=128, help="frames per model call (default 128)")
     _tracking(p)
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(handler="farm.cli.evaluate:cmd_predict")
 
 
 def _add_robustness(sub: argparse._SubParsersAction) -> None:
@@ -234,7 +236,7 @@ def _add_robustness(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=int, default=1, help="every N-th test frame (default 1 = all)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     _tracking(p)
-    p.set_defaults(func=cmd_robustness)
+    p.set_defaults(handler="farm.cli.evaluate:cmd_robustness")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -255,7 +257,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", default="cv/val_f1_mean", help="selection metric (default cv/val_f1_mean)")
     p.add_argument("--out", default="", help="output directory (default reports/<first sweep>)")
     _tracking(p)
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(handler="farm.cli.evaluate:cmd_report")
 
 
 def _add_submit(sub: argparse._SubParsersAction) -> None:
@@ -278,7 +280,7 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="override or add runtime_env.env_vars (repeatable)")  # fmt: skip
     p.add_argument("--check", action="store_true", help="only check the spec; submit nothing")
-    p.set_defaults(func=cmd_submit)
+    p.set_defaults(handler="farm.cli.sweep:cmd_submit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,241 +310,3 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_submit(sub)
     return parser
-
-
-def cmd_synth(args: argparse.Namespace) -> int:
-    from farm.data.synth import SynthSpec, generate
-
-    modalities = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
-    spec = SynthSpec(subjects=args.subjects, tasks=args.tasks, frames=args.frames, size=args.size, seed=args.seed,
-                     modalities=modalities, difficulty=args.difficulty)  # fmt: skip
-    meta = generate(spec, args.out, progress=sys.stderr.isatty())
-    print(f"{args.out}: {meta.num_frames} frames of {len(meta.subjects)} subjects, modalities "
-          f"{', '.join(meta.modality_names)}, data hash {meta.data_hash}")  # fmt: skip
-    return 0
-
-
-def _csv(text: str | None) -> tuple[str, ...] | None:
-    return tuple(x.strip() for x in text.split(",") if x.strip()) if text else None
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from farm.data.inspect import describe
-    from farm.data.prepare import PrepareSpec, prepare
-
-    spec = PrepareSpec(dataset=args.dataset, root=args.root, modalities=_csv(args.modalities) or (),
-                       layout=args.layout, size=args.size, codec=args.codec, frame_offset=args.frame_offset,
-                       tasks=_csv(args.tasks), aus=_csv(args.aus) or BP4D_AUS)  # fmt: skip
-
-    def progress(results, total):
-        return tqdm(results, total=total, desc="prepare", unit="chunk", disable=not sys.stderr.isatty())
-
-    prepare(spec, args.out, workers=args.workers, strict=args.strict, progress=progress,
-            log=lambda s: print(s, file=sys.stderr))  # fmt: skip
-    print(describe(args.out))
-    return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from farm.data.inspect import describe
-
-    print(describe(args.path, all_skips=args.all_skips))
-    return 0
-
-
-def cmd_folds(args: argparse.Namespace) -> int:
-    from farm.data.folds import make_split, read_partitions, resolve_partitions, standard_partitions
-
-    if args.path:
-        from farm.data.store import FrameStore
-
-        store = FrameStore(args.path)
-        if args.dataset and args.dataset != store.meta.name:
-            raise ValueError(f"{args.path} is a {store.meta.name} dataset, not {args.dataset}")
-        parts, notes = resolve_partitions(store.meta, set(store.subjects), args.fold_file)
-        family = store.meta.name
-    elif args.dataset or args.fold_file:
-        parts = read_partitions(args.fold_file) if args.fold_file else standard_partitions(args.dataset)
-        notes, family = [], args.dataset or "custom"
-    else:
-        raise ValueError("give a prepared dataset PATH or --dataset bp4d|bp4dplus|synthetic")
-    print(f"{family} partitions from {parts.source} (partitions hash {parts.source_hash or parts.hash})")
-    for note in notes:
-        print(f"  note: {note}")
-    for fold in parts.parts:
-        split = make_split(parts.parts, fold, args.val_fraction, args.split_seed)
-        print(f"fold {fold}: test {fold}, train the rest (split hash {split.hash})")
-        for name in ("train", "val", "test"):
-            subjects = getattr(split, name)
-            print(f"  {name:5s} ({len(subjects):3d}) {' '.join(subjects)}")
-    return 0
-
-
-def format_result(result) -> str:
-    """Per-AU table of one fold's result."""
-    lines = [f"fusion {result.fusion}  fold {result.fold}  epochs {result.epochs_run} (best {result.best_epoch})",
-             f"{'AU':6s} {'test F1':>8s} {'val F1':>8s} {'test pos':>9s}"]  # fmt: skip
-    for au, f1 in result.test["f1"].items():
-        c = result.test["counts"][au]
-        n = c["tp"] + c["fp"] + c["fn"] + c["tn"]
-        lines.append(
-            f"{au:6s} {100 * f1:8.1f} {100 * result.val['f1'][au]:8.1f} {(c['tp'] + c['fn']) / max(n, 1):9.2f}"
-        )
-    lines.append(f"{'mean':6s} {100 * result.test['f1_mean']:8.1f} {100 * result.val['f1_mean']:8.1f}")
-    lines.append(f"all-positive predictor on the same test frames: {100 * result.baseline_all_positive:.1f}")
-    return "\n".join(lines)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from farm.engine import fit_fold
-
-    overrides = {"data.path": args.data}
-    if args.fusion:
-        overrides["model.fusion"] = args.fusion
-    if args.fold:
-        overrides["data.fold"] = args.fold
-    if args.epochs:
-        overrides["train.epochs"] = args.epochs
-    overrides.update(parse_overrides(args.set))
-    cfg = load_config(args.config, overrides)
-    result = fit_fold(cfg, checkpoint_dir=args.checkpoint_dir, log=lambda s: print(s, flush=True))
-    print(format_result(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(result.to_json())
-        print(f"result written to {args.out}")
-    return 0
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from farm.sweep.run import SweepOptions, run_sweep
-
-    opts = SweepOptions(space=args.space, data=args.data, fusion=args.fusion, trials=args.trials,
-                        max_concurrent=args.max_concurrent, address=args.address, tracking_uri=args.tracking_uri,
-                        name=args.name, storage=args.storage, resume=args.resume, seed=args.seed,
-                        tracking_relay=args.tracking_relay)  # fmt: skip
-    rows = run_sweep(opts)
-    if rows and not any(r["status"] == "finished" for r in rows):
-        print(f"farm: error: no trial of the sweep finished ({len(rows)} failed or stopped); see the trial errors above",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    return 0
-
-
-def _uri(args: argparse.Namespace) -> str:
-    from farm.tracking.mlflow import default_tracking_uri
-
-    return args.tracking_uri or default_tracking_uri()
-
-
-def _selection_metric(metric: str) -> str:
-    if "test" in metric:
-        raise ValueError(f"--metric {metric}: selecting on test-partition metrics would report an optimistic number; "
-                         "use a validation metric such as cv/val_f1_mean")  # fmt: skip
-    return metric
-
-
-def cmd_promote(args: argparse.Namespace) -> int:
-    from farm.tracking.registry import PromoteOptions, promote
-
-    opts = PromoteOptions(sweep=args.sweep, tracking_uri=_uri(args), metric=_selection_metric(args.metric),
-                          model_name=args.model_name, trial=args.trial, force=args.force,
-                          robustness=not args.no_robustness, data=args.data, n_boot=args.bootstrap, seed=args.seed,
-                          stride=args.stride)  # fmt: skip
-    promote(opts, log=lambda s: print(s, flush=True))
-    return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    import mlflow
-
-    from farm import predict
-
-    mlflow.set_tracking_uri(_uri(args))
-    model = mlflow.pyfunc.load_model(args.model)
-    spec = model.unwrap_python_model().ensemble.spec
-    if args.data:
-        n, absent, batches = predict.dataset_batches(args.data, spec, _csv(args.subjects), args.batch_size)
-    else:
-        n, absent, batches = predict.tree_batches(args.input, spec, args.batch_size)
-    print(f"{n} frames; the model reads {', '.join(spec.modalities)}"
-          + (f"; missing for every frame: {', '.join(absent)} (filled with zeros, as the robustness study does)"
-             if absent else ""), flush=True)  # fmt: skip
-
-    def call(images, missing):
-        return model.predict(images, params={"missing": ",".join(missing)}).to_numpy()
-
-    from tqdm import tqdm
-
-    with tqdm(total=n, unit="frame", disable=not sys.stderr.isatty()) as bar:
-        result = predict.run(call, batches, spec, args.out, progress=bar.update)
-    partial = {k: v for k, v in result["missing"].items() if k and k not in ("+".join(absent),)}
-    if partial:
-        print("frames with a modality filled: " + ", ".join(f"{v} without {k}" for k, v in partial.items()))
-    if "f1" in result:
-        print(f"F1 against the dataset's labels: {100 * result['f1']['f1_mean']:.1f} (frames of subjects the model "
-              "was trained on are not a test of it)")  # fmt: skip
-    print(f"{result['frames']} predictions written to {result['out']}")
-    return 0
-
-
-def cmd_robustness(args: argparse.Namespace) -> int:
-    from farm.tracking.registry import robustness
-
-    robustness(_uri(args), model=args.model, run=args.run, data=args.data, stride=args.stride, seed=args.seed,
-               log=lambda s: print(s, flush=True))  # fmt: skip
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from farm.tracking.sweeps import report_sweeps
-
-    out = args.out or str(Path("reports") / args.sweep[0])
-    report, paths = report_sweeps(_uri(args), args.sweep, args.paper, out, metric=_selection_metric(args.metric))
-    print(report.to_markdown())
-    print("written: " + ", ".join(str(p) for p in paths.values()))
-    return 0
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    from farm.jobs import check_job, load_job
-
-    spec = load_job(args.job).with_env(parse_overrides(args.env))
-    argv = check_job(spec)
-    if args.check:
-        print(f"{args.job}: ok: {' '.join(argv)}")
-        return 0
-    from farm.sweep.submit import resolve_address, submit
-
-    return submit(spec, resolve_address(args.address), follow=args.follow, out=lambda s: print(s, flush=True))
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per step, not per file
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"farm: error: {msg}", file=sys.stderr)
-        return 2
-    except Exception as e:
-        if type(e).__module__.split(".")[0] not in ("mlflow", "ray", "optuna"):
-            raise  # a bug of the farm's own: keep the traceback
-        print(f"farm: error: {type(e).__name__}: {getattr(e, 'message', None) or e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("farm: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into `head` and the like
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-__all__ = ["BP4D_AUS", "build_parser", "main"]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.inference import InputSpec
+from farm.checkpoints import InputSpec
+from farm.files import atomic_path
 from farm.metrics import au_counts, summarize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -120,9 +121,8 @@ def run(predict: Callable[[dict[str, np.ndarray], tuple[str, ...]], np.ndarray],
         progress: Callable[[int], None] | None = None) -> dict:  # fmt: skip
     """Predict every batch, write one CSV row per frame; returns counts (and F1 when labels are known)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     n, per_missing, counts = 0, {}, None
-    with out.open("w", newline="") as f:
+    with atomic_path(out) as tmp, tmp.open("w", newline="") as f:  # a failed run leaves a previous --out whole
         w = None
         for b in batches:
             probs = np.asarray(predict(b.images, b.missing), dtype=np.float64)

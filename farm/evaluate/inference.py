@@ -17,24 +17,17 @@ model, `farm predict` and `farm robustness` use it, and so can a script.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from farm.checkpoints import InputSpec, load_checkpoint, read_fold_models, save_fold_models
 from farm.config import Config, unflatten
 from farm.models import FusionModel, build_model
-
-PREDICTIONS_FILE = "test_predictions.parquet"
-PREDICTIONS_DIR = "predictions"
-"""Artifact folder of a fold run holding its PREDICTIONS_FILE."""
-SPEC_FILE = "model.json"
 
 
 class ModelInputError(ValueError):
@@ -42,99 +35,7 @@ class ModelInputError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# per-frame predictions, as written next to each fold's checkpoint and logged with its run
-
-
-def predictions_table(
-    subjects: np.ndarray, tasks: np.ndarray, frames: np.ndarray, probs: np.ndarray, labels: np.ndarray,
-    aus: tuple[str, ...] | list[str], fold: str | np.ndarray,
-) -> pa.Table:  # fmt: skip
-    """One row per frame: subject, task, frame, fold (one name, or one per frame), p_<AU>, y_<AU> (1, 0, -1)."""
-    folds = np.broadcast_to(np.asarray(fold, dtype=object), (len(subjects),)).astype(str)
-    cols = {"subject": pa.array(subjects.astype(str)), "task": pa.array(tasks.astype(str)),
-            "frame": pa.array(frames.astype(np.int64)), "fold": pa.array(folds)}  # fmt: skip
-    for j, au in enumerate(aus):
-        cols[f"p_{au}"] = pa.array(probs[:, j].astype(np.float32))
-    for j, au in enumerate(aus):
-        cols[f"y_{au}"] = pa.array(labels[:, j].astype(np.int8))
-    return pa.table(cols)
-
-
-@dataclass
-class Predictions:
-    """Per-frame test predictions of one or more folds (see `predictions_table`)."""
-
-    subject: np.ndarray  # (N,) str
-    task: np.ndarray  # (N,) str
-    frame: np.ndarray  # (N,) int
-    fold: np.ndarray  # (N,) str
-    probs: np.ndarray  # (N, A) float
-    labels: np.ndarray  # (N, A) int8
-    aus: tuple[str, ...]
-
-    @classmethod
-    def from_table(cls, table: pa.Table, where: str = "predictions") -> Predictions:
-        names = table.column_names
-        aus = tuple(n[2:] for n in names if n.startswith("p_"))
-        missing = [c for c in ("subject", "task", "frame", "fold", *(f"y_{a}" for a in aus)) if c not in names]
-        if missing or not aus:
-            raise ValueError(f"{where}: not a predictions table (missing columns {missing or ['p_<AU>']})")
-        col = lambda c: table.column(c).to_numpy(zero_copy_only=False)  # noqa: E731
-        return cls(np.asarray(col("subject"), dtype=object), np.asarray(col("task"), dtype=object), col("frame"),
-                   np.asarray(col("fold"), dtype=object), np.stack([col(f"p_{a}") for a in aus], 1),
-                   np.stack([col(f"y_{a}") for a in aus], 1).astype(np.int8), aus)  # fmt: skip
-
-    @classmethod
-    def read(cls, paths: Iterable[str | Path]) -> Predictions:
-        paths = list(paths)
-        tables = []
-        for p in paths:
-            try:
-                tables.append(pq.read_table(p))
-            except (OSError, pa.ArrowException) as e:
-                raise ValueError(f"{p}: cannot read predictions ({e})") from None
-        if not tables:
-            raise ValueError("no prediction files given")
-        try:
-            table = pa.concat_tables(tables)
-        except pa.ArrowException as e:
-            raise ValueError(f"predictions {', '.join(map(str, paths))} do not share one schema ({e})") from None
-        return cls.from_table(table, ", ".join(map(str, paths)))
-
-    def keys(self) -> np.ndarray:
-        """'subject/task/frame' per row: the identity of a frame across models."""
-        return np.array([f"{s}/{t}/{f}" for s, t, f in zip(self.subject, self.task, self.frame)], dtype=object)
-
-    def select(self, rows: np.ndarray) -> Predictions:
-        return dataclasses.replace(self, subject=self.subject[rows], task=self.task[rows], frame=self.frame[rows],
-                                   fold=self.fold[rows], probs=self.probs[rows], labels=self.labels[rows])  # fmt: skip
-
-    def to_table(self) -> pa.Table:
-        return predictions_table(self.subject, self.task, self.frame, self.probs, self.labels, self.aus, self.fold)
-
-
-# ---------------------------------------------------------------------------------------------
 # models
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a fold model reads: modalities in order, channels, the stored image size, the crop, the AUs."""
-
-    modalities: tuple[str, ...]
-    channels: dict[str, int]
-    height: int
-    width: int
-    crop: int
-    aus: tuple[str, ...]
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "modalities": list(self.modalities), "aus": list(self.aus)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> InputSpec:
-        return cls(tuple(d["modalities"]), {k: int(v) for k, v in d["channels"].items()}, int(d["height"]),
-                   int(d["width"]), int(d["crop"]), tuple(d["aus"]))  # fmt: skip
 
 
 def rebuild_model(config: dict, spec: InputSpec) -> FusionModel:
@@ -142,16 +43,6 @@ def rebuild_model(config: dict, spec: InputSpec) -> FusionModel:
     cfg: Config = unflatten({f"{s}.{k}": v for s, section in config.items() for k, v in section.items()})
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained="none"))
     return build_model(cfg, {m: spec.channels[m] for m in spec.modalities}, len(spec.aus))
-
-
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a corrupt or foreign file: say which
-        raise ValueError(f"{path}: not a farm checkpoint ({type(e).__name__}: {e})") from None
 
 
 @dataclass
@@ -190,28 +81,22 @@ class FoldEnsemble:
 
     def save(self, out: str | Path, extra: dict | None = None) -> Path:
         """<out>/model.json and <out>/<fold>.pt (state dicts only): the registered model's artifacts."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        for fold, model in self.models.items():
-            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, out / f"{fold}.pt")
-        (out / SPEC_FILE).write_text(json.dumps({"input": self.spec.to_dict(), "config": self.config,
-                                                 "folds": list(self.models), "test_subjects": self.test_subjects,
-                                                 **(extra or {})}, indent=2))  # fmt: skip
-        return out
+        states = {fold: model.state_dict() for fold, model in self.models.items()}
+        return save_fold_models(out, states, self.spec, self.config, self.test_subjects, extra)
 
     @classmethod
     def load(cls, root: str | Path, device: torch.device | str = "cpu") -> FoldEnsemble:
-        root = Path(root)
-        try:
-            info = json.loads((root / SPEC_FILE).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{root / SPEC_FILE}: cannot read the model description ({e})") from None
+        info, states = read_fold_models(root, device)
         spec = InputSpec.from_dict(info["input"])
         models = {}
-        for fold in info["folds"]:
-            model = rebuild_model(info["config"], spec)
-            model.load_state_dict(load_checkpoint(root / f"{fold}.pt", device))
-            models[fold] = model
+        for fold, state in states.items():
+            models[fold] = rebuild_model(info["config"], spec)
+            try:
+                models[fold].load_state_dict(state)
+            except RuntimeError as e:
+                raise ValueError(
+                    f"{Path(root) / f'{fold}.pt'}: weights do not fit the model of its config ({e})"
+                ) from None
         subjects = {k: tuple(v) for k, v in info.get("test_subjects", {}).items()}
         return cls(models, spec, info["config"], subjects, torch.device(device))
 

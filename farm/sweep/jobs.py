@@ -104,7 +104,7 @@ def check_job(spec: JobSpec) -> list[str]:
     argv = shlex.split(expand(spec.entrypoint, spec.env_vars, spec.path))
     if not argv or argv[0] != "farm":
         raise JobSpecError(f"{spec.path}: the entrypoint must run `farm ...`, got {argv[:1]}")
-    from farm.cli import build_parser
+    from farm.cli.parser import build_parser
 
     err = io.StringIO()
     try:
@@ -113,9 +113,9 @@ def check_job(spec: JobSpec) -> list[str]:
     except SystemExit:  # argparse reports a bad command line by printing and exiting
         msg = err.getvalue().strip().splitlines()[-1:] or ["invalid arguments"]
         raise JobSpecError(f"{spec.path}: `{' '.join(argv)}` is not a valid farm command: {msg[0]}") from None
-    if getattr(args, "func", None) is None:  # pragma: no cover - subcommands are required
+    if getattr(args, "handler", None) is None:  # pragma: no cover - subcommands are required
         raise JobSpecError(f"{spec.path}: no farm subcommand")
-    if args.func.__name__ == "cmd_sweep":
+    if args.handler.endswith(":cmd_sweep"):
         from farm.sweep.space import SpaceError, load_space
 
         try:

@@ -1,0 +1,5 @@
+import sys
+
+from farm.cli.main import main
+
+sys.exit(main())

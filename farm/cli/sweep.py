@@ -1,0 +1,36 @@
+"""`farm sweep` and `farm submit`: the farm on Ray (farm/sweep)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from farm.config import parse_overrides
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from farm.sweep.run import SweepOptions, run_sweep
+
+    opts = SweepOptions(space=args.space, data=args.data, fusion=args.fusion, trials=args.trials,
+                        max_concurrent=args.max_concurrent, address=args.address, tracking_uri=args.tracking_uri,
+                        name=args.name, storage=args.storage, resume=args.resume, seed=args.seed,
+                        tracking_relay=args.tracking_relay)  # fmt: skip
+    rows = run_sweep(opts)
+    if rows and not any(r["status"] == "finished" for r in rows):
+        print(f"farm: error: no trial of the sweep finished ({len(rows)} failed or stopped); see the trial errors above",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from farm.sweep.jobs import check_job, load_job
+
+    spec = load_job(args.job).with_env(parse_overrides(args.env))
+    argv = check_job(spec)
+    if args.check:
+        print(f"{args.job}: ok: {' '.join(argv)}")
+        return 0
+    from farm.sweep.submit import resolve_address, submit
+
+    return submit(spec, resolve_address(args.address), follow=args.follow, out=lambda s: print(s, flush=True))
