@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,11 +69,15 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", keys: 
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file, expected a farm checkpoint written by torch.save")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a corrupt, foreign or hostile file: say which, never unpickle code
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a farm checkpoint (expected tensors saved by torch.save, loadable with "
-                              f"weights_only=True; {type(e).__name__}: {reason[:200]})") from None  # fmt: skip
+        with warnings.catch_warnings():  # torch warns (with its own advice to unpickle anyway) before failing
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: not a farm checkpoint: it holds pickled objects other than tensors and plain "
+                              "containers, refused (loading them could run code)") from None  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - a corrupt or foreign file: say which
+        raise CheckpointError(f"{path}: not a farm checkpoint (expected a file written by torch.save; "
+                              f"{type(e).__name__}: {str(e).strip()[:120]})") from None  # fmt: skip
     missing = [k for k in keys if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a farm checkpoint of this kind (missing {', '.join(missing)})")

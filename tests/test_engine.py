@@ -82,3 +82,27 @@ def test_empty_partition_or_bad_crop_is_a_clear_error(tiny_dataset):
         fit_fold(_cfg(tiny_dataset, **{"augment.crop_size": 64}), log=lambda s: None)
     with pytest.raises(ValueError, match="unknown fold 'P7'"):
         fit_fold(_cfg(tiny_dataset, **{"data.fold": "P7"}), log=lambda s: None)
+
+
+def test_divergence_is_detected_from_loss_weights_and_bound():
+    from farm.engine import TrainingDiverged, check_divergence
+
+    model = torch.nn.Linear(2, 2)
+    ok = {"train/loss": 5.0, "train/loss_first_batch": 4.0}
+    check_divergence(model, ok, initial_loss=4.0, factor=100, epoch=0, fold="P1")  # a sane epoch passes
+    with pytest.raises(TrainingDiverged, match=r"fold P1: training diverged in epoch 3: mean training loss 500"):
+        check_divergence(model, {"train/loss": 500.0}, initial_loss=4.0, factor=100, epoch=3, fold="P1")
+    check_divergence(model, {"train/loss": 500.0}, initial_loss=4.0, factor=0, epoch=3, fold="P1")  # bound off
+    with pytest.raises(TrainingDiverged, match="training loss is nan"):
+        check_divergence(model, {"train/loss": float("nan")}, initial_loss=4.0, factor=0, epoch=1, fold="P1")
+    with torch.no_grad():
+        model.weight[0, 0] = float("inf")
+    with pytest.raises(TrainingDiverged, match="weight weight is not finite"):
+        check_divergence(model, ok, initial_loss=4.0, factor=100, epoch=2, fold="P1")
+
+
+def test_fit_fold_ends_a_blown_up_run_with_training_diverged(tiny_dataset):
+    from farm.engine import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="epoch 0"):
+        fit_fold(_cfg(tiny_dataset, **{"train.epochs": 2, "model.fusion": "late", "train.lr": 1e6}), log=lambda s: None)

@@ -147,3 +147,34 @@ def test_predictions_table_round_trip(tmp_path):
     np.testing.assert_allclose(p.probs, probs)
     with pytest.raises(ValueError, match="cannot read predictions"):
         Predictions.read([tmp_path / "missing.parquet"])
+
+
+def test_a_failed_robustness_write_or_prediction_keeps_the_previous_files(tiny_dataset, tmp_path, monkeypatch):
+    from farm.evaluate import predict
+
+    store = FrameStore(tiny_dataset)
+    ens = _ensemble(store, "late")
+    rows = robustness.summarize(robustness.evaluate(ens, store, [Condition("clean")], batch_size=8),
+                                [Condition("clean")])  # fmt: skip
+    paths = robustness.write(rows, tmp_path / "rob", "first")
+    before = {k: p.read_bytes() for k, p in paths.items()}
+    monkeypatch.setattr(robustness, "plot", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no plot")))
+    with pytest.raises(RuntimeError):
+        robustness.write(rows, tmp_path / "rob", "second")
+    assert {k: p.read_bytes() for k, p in paths.items()} == before
+
+    out = tmp_path / "preds.csv"
+    out.write_text("previous predictions\n")
+    n, _, batches = predict.dataset_batches(tiny_dataset, ens.spec, batch_size=4)
+    calls = []
+
+    def failing_model(images, missing):  # the second batch fails, as a zero-byte PNG would
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("frame 5: cannot read image")
+        return ens.predict(images, missing)
+
+    with pytest.raises(ValueError, match="cannot read image"):
+        predict.run(failing_model, batches, ens.spec, out)
+    assert out.read_text() == "previous predictions\n"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind

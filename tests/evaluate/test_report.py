@@ -134,3 +134,19 @@ def test_build_report_refuses_empty_input():
         build_report([], BP4D_AUS)
     with pytest.raises(ReportError, match="no fold results"):
         build_report([MethodResult("amf", "t", "r", {})], BP4D_AUS)
+
+
+def test_a_failed_report_leaves_the_previous_files_whole(tmp_path, monkeypatch):
+    from farm.evaluate import report as report_mod
+
+    first = write_report(build_report([method("amf", 0.25, 1)], BP4D_AUS), tmp_path / "out")
+    before = {k: p.read_bytes() for k, p in first.items()}
+
+    def broken_plot(report, path):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(report_mod, "plot_report", broken_plot)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        write_report(build_report([method("late", 0.5, 2)], BP4D_AUS), tmp_path / "out")
+    assert {k: p.read_bytes() for k, p in first.items()} == before  # md and csv were not replaced either
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.csv", "report.md", "report.png"]
