@@ -4,14 +4,17 @@ The defaults are the AMF paper's (Sec. 4.2): lambda_* = 2, lambda_k = lambda*_k 
 cut-switch block 50 on 224 crops, Adam lr 1e-4, batch 50, early stopping. `presets/cpu.yaml`
 holds the CPU-friendly overrides used for the synthetic set and the tests.
 
-Everything is a frozen dataclass validated once in `__post_init__`. YAML files and `--set
-key=value` overrides are merged into it by `load_config`; `flatten` / `unflatten` turn it into
-the flat `{"amf.num_samples": 100, ...}` mapping used by search spaces and trackers.
+Everything is a frozen dataclass validated once in `__post_init__` (every float finite, then the
+ranges). YAML files and `--set key=value` overrides are merged into it by `load_config`;
+`flatten` / `unflatten` turn it into the flat `{"amf.num_samples": 100, ...}` mapping used by
+search spaces and trackers. `load_yaml` is the one YAML reader of the farm's own files (configs,
+search spaces, partitions, job specs): `yaml.safe_load`, except that a repeated key is an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,6 +33,14 @@ class ConfigError(ValueError):
 def _check(cond: bool, key: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{key}: {msg}")
+
+
+def _check_finite(section: object, prefix: str) -> None:
+    """Every float field of a config section is a finite number (nan and inf pass `> 0` style checks)."""
+    for f in fields(section):  # type: ignore[arg-type]
+        value = getattr(section, f.name)
+        if isinstance(value, float):
+            _check(math.isfinite(value), f"{prefix}.{f.name}", f"must be a finite number, got {value}")
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class DataConfig:
     """DataLoader worker processes decoding frames (0 = decode in the training process)."""
 
     def __post_init__(self) -> None:
+        _check_finite(self, "data")
         _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         _check(len(self.aus) > 0, "data.aus", "must name at least one AU")
         _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
@@ -67,6 +79,7 @@ class ModelConfig:
     """Backbone weights: none (random init), imagenet (torchvision download) or a local .pth file."""
 
     def __post_init__(self) -> None:
+        _check_finite(self, "model")
         _check(bool(self.fusion), "model.fusion", "must not be empty")
 
 
@@ -95,6 +108,7 @@ class AMFConfig:
     """Seed of the evaluation noise in 'mean' mode (reset at every evaluation batch)."""
 
     def __post_init__(self) -> None:
+        _check_finite(self, "amf")
         _check(self.num_samples >= 1, "amf.num_samples", f"must be >= 1, got {self.num_samples}")
         for name in ("lambda_fused", "lambda_modality", "lambda_guidance"):
             _check(getattr(self, name) >= 0, f"amf.{name}", f"must be >= 0, got {getattr(self, name)}")
@@ -122,6 +136,7 @@ class BaselinesConfig:
     units). The WACV paper's task weights are not public; 1.0 = equal weighting with the AU task."""
 
     def __post_init__(self) -> None:
+        _check_finite(self, "baselines")
         for name in ("mtut_lambda_ssa", "mtut_beta", "temt_lambda_transfer"):
             _check(getattr(self, name) >= 0, f"baselines.{name}", f"must be >= 0, got {getattr(self, name)}")
 
@@ -139,6 +154,7 @@ class AugmentConfig:
     """Probability that a training frame is cut-switched."""
 
     def __post_init__(self) -> None:
+        _check_finite(self, "augment")
         _check(self.crop_size >= 0, "augment.crop_size", f"must be >= 0, got {self.crop_size}")
         _check(
             0 <= self.cut_switch_block <= 224,
@@ -173,6 +189,7 @@ class TrainConfig:
     untrained model's loss (the first batch's), or any loss or weight is not finite (0 = only the latter)."""
 
     def __post_init__(self) -> None:
+        _check_finite(self, "train")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             _check(getattr(self, name) >= 1, f"train.{name}", f"must be >= 1, got {getattr(self, name)}")
         _check(self.patience >= 1, "train.patience", f"must be >= 1, got {self.patience}")
@@ -295,6 +312,64 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
+class YamlError(ValueError):
+    """A YAML file is not valid YAML or repeats a key in one mapping; the message names the file and line."""
+
+
+class _DuplicateKey(Exception):
+    """Raised inside the loader; load_yaml turns it into a YamlError naming the file."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` (same tags, same types) whose mappings refuse a repeated key.
+
+    PyYAML keeps the last of two equal keys without a word, so a second `train.lr:` line silently
+    overrides the first. Merge keys (`<<: *base`) may still override what they merge in.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in lines:
+                        raise _DuplicateKey(f"duplicate key {key!r} on line {line} (first on line {lines[key]})")
+                    lines[key] = line
+                except TypeError:  # an unhashable key: the base constructor reports it
+                    continue
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(source: Path | str, where: str = "") -> Any:
+    """`yaml.safe_load` of a file (a Path) or of YAML text (a str), refusing a key repeated in one mapping.
+
+    Errors are YamlError (a ValueError) starting with `where` (default: the path), e.g.
+    "spaces/x.yaml: duplicate key 'train.lr' on line 7 (first on line 4)". An empty document gives None;
+    OSError from reading the file is left to the caller.
+    """
+    text = source.read_text() if isinstance(source, Path) else source
+    where = where or (str(source) if isinstance(source, Path) else "<string>")
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise YamlError(f"{where}: {e}") from None
+    except yaml.YAMLError as e:
+        raise YamlError(f"{where}: not valid YAML {_yaml_problem(e)}") from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: 'at line L, column C: problem (context)'."""
+    if not isinstance(e, yaml.MarkedYAMLError) or e.problem_mark is None:
+        return f"({e})"
+    mark = e.problem_mark
+    context = f" ({e.context}{f' on line {e.context_mark.line + 1}' if e.context_mark else ''})" if e.context else ""
+    return f"at line {mark.line + 1}, column {mark.column + 1}: {e.problem}{context}"
+
+
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
     """Flat mapping from a nested config YAML file; a preset name (e.g. 'cpu') also works."""
     p = Path(path)
@@ -304,9 +379,11 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
         presets = sorted(q.stem for q in PRESET_DIR.glob("*.yaml"))
         raise ConfigError(f"config file {path} not found (presets: {', '.join(presets)})")
     try:
-        tree = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        tree = load_yaml(p)
+    except YamlError as e:
+        raise ConfigError(str(e)) from None
+    if tree is None:
+        raise ConfigError(f"{p}: empty config file (leave out the config file for the defaults, the paper's)")
     if not isinstance(tree, dict):
         raise ConfigError(f"{p}: expected a mapping of sections (data, model, amf, baselines, augment, train)")
     flat: dict[str, Any] = {}

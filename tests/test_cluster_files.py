@@ -112,3 +112,10 @@ def test_env_overrides_reach_the_entrypoint():
     argv = check_job(spec)
     assert argv[argv.index("--data") + 1] == "/mnt/x/data/synthetic" and argv[argv.index("--name") + 1] == "s2"
     assert spec.submit_kwargs()["runtime_env"]["env_vars"]["FARM_SHARED"] == "/mnt/x"
+
+
+def test_a_job_spec_with_a_repeated_key_is_refused_naming_it(tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text("entrypoint: farm sweep\nentrypoint: farm sweep --trials 2\n")
+    with pytest.raises(JobSpecError, match=r"job.yaml: duplicate key 'entrypoint' on line 2"):
+        load_job(spec)

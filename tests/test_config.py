@@ -1,6 +1,19 @@
+import re
+
 import pytest
 
-from farm.config import BP4D_AUS, Config, ConfigError, flatten, load_config, parse_overrides, to_dict, unflatten
+from farm.config import (
+    BP4D_AUS,
+    Config,
+    ConfigError,
+    YamlError,
+    flatten,
+    load_config,
+    load_yaml,
+    parse_overrides,
+    to_dict,
+    unflatten,
+)
 
 
 def test_defaults_are_the_papers():
@@ -58,3 +71,69 @@ def test_yaml_preset_and_overrides(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["amf.num_samples"])
+
+
+FLOAT_KEYS = [k for k, v in flatten(Config()).items() if isinstance(v, float)]
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value, shown", [("inf", "inf"), ("-inf", "-inf"), ("nan", "nan"), (float("inf"), "inf")])
+def test_every_float_field_must_be_finite(key, value, shown):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: must be a finite number, got {shown}$"):
+        unflatten({key: value})
+
+
+def test_non_finite_values_are_refused_from_yaml_and_the_command_line(tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text("amf:\n  tau_decay: .nan\n")
+    with pytest.raises(ConfigError, match=r"^amf.tau_decay: must be a finite number, got nan$"):
+        load_config(f)
+    from farm.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--set", "train.lr=inf"]) == 2
+    err = capsys.readouterr().err
+    assert err == "farm: error: train.lr: must be a finite number, got inf\n"
+    assert FLOAT_KEYS and "train.lr" in FLOAT_KEYS and "data.val_fraction" in FLOAT_KEYS
+
+
+def test_strict_yaml_refuses_duplicate_keys_naming_file_key_and_line(tmp_path):
+    p = tmp_path / "dup.yaml"
+    p.write_text("a: 1\nb:\n  c: 2\n  d: 3\n  c: 4\n")
+    with pytest.raises(YamlError, match=r"dup.yaml: duplicate key 'c' on line 5 \(first on line 3\)"):
+        load_yaml(p)
+    with pytest.raises(YamlError, match=r"^spec: duplicate key 'a' on line 2 \(first on line 1\)"):
+        load_yaml("a: 1\na: 2\n", "spec")
+    with pytest.raises(YamlError, match=r"^flow.yaml: duplicate key 1 on line 1"):
+        load_yaml("{1: a, 1: b}", "flow.yaml")
+    with pytest.raises(
+        YamlError, match=r"^x.yaml: not valid YAML at line 2, column 1: expected ',' or '\]'.*line 1\)$"
+    ):
+        load_yaml("a: [1\n", "x.yaml")
+    with pytest.raises(YamlError, match=r"^x.yaml: not valid YAML at line 1, .*python/object"):
+        load_yaml("a: !!python/object:os.system {}\n", "x.yaml")  # still safe_load
+    assert isinstance(YamlError("x"), ValueError)
+    # what safe_load reads is read the same: merge keys may override what they merge in
+    assert load_yaml("base: &b {x: 1, y: 2}\nover:\n  <<: *b\n  y: 3\n", "m") == {
+        "base": {"x": 1, "y": 2},
+        "over": {"x": 1, "y": 3},
+    }
+    assert load_yaml("", "empty") is None and load_yaml("[1, 2]") == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "body, msg",
+    [
+        ("train:\n  lr: 0.1\n  lr: 0.2\n", r"c.yaml: duplicate key 'lr' on line 3 \(first on line 2\)"),
+        (
+            "train:\n  lr: 0.1\namf:\n  num_samples: 4\ntrain:\n  epochs: 2\n",
+            r"c.yaml: duplicate key 'train' on line 5",
+        ),
+        ("", r"c.yaml: empty config file"),
+        ("# nothing\n", r"c.yaml: empty config file"),
+    ],
+)
+def test_config_files_with_duplicate_keys_or_nothing_in_them_are_refused(tmp_path, body, msg):
+    f = tmp_path / "c.yaml"
+    f.write_text(body)
+    with pytest.raises(ConfigError, match=msg):
+        load_config(f)

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "farm"
 LAYERS = {
     "farm.config": 0,
     "farm.metrics": 0,
+    "farm.files": 0,
     "farm.checkpoints": 1,
     "farm.data": 1,
     "farm.models": 1,

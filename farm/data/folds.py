@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from farm.config import YamlError, load_yaml
 from farm.data.store import DatasetMeta
 
 PARTITION_FILES = {"bp4d": "bp4d.yaml", "bp4dplus": "bp4dplus.yaml"}
@@ -105,11 +106,11 @@ def read_partitions(path: str | Path) -> Partitions:
     """A partitions file: YAML with `partitions: {P1: [F001, ...], P2: [...], ...}` (other keys are comments)."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = load_yaml(path)
     except FileNotFoundError:
         raise FoldError(f"partitions file {path} not found") from None
-    except yaml.YAMLError as e:
-        raise FoldError(f"{path}: not valid YAML ({e})") from None
+    except YamlError as e:
+        raise FoldError(str(e)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("partitions"), dict):
         raise FoldError(f"{path}: expected a mapping with a 'partitions' key: {{P1: [subject, ...], ...}}")
     parts: dict[str, tuple[str, ...]] = {}

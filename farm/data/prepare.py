@@ -12,17 +12,25 @@ Two input layouts (DOMAIN.md sections 3-4; docs/data.md):
   region, farm/data/mesh.py); BP4D+ thermal frames under `Thermal/<subject>/<task>`.
 
 Labels always come from ROOT/AUCoding/AU_OCC/<subject>_<task>.csv. The label row of frame f uses
-the images of frame f + frame_offset. Nothing is dropped silently: every frame left out is a row
-of `skips.parquet` with its reason, summarised by `farm data check`.
+the images of frame f + frame_offset. Nothing is dropped or changed silently: every frame left out
+is a row of `skips.parquet` with its reason, and so is every kept image that did not match its
+modality and was converted (a grayscale file among RGB frames, a 64x40 crop among 32x32 ones;
+reason "converted: ..."); `farm data check` summarises both.
 
-Work is planned in the calling process (file listings, label files) and the images are decoded,
-cropped and encoded in worker processes, a chunk of frames at a time, in a deterministic order.
+Work is planned in the calling process (file listings, label files, the first image header of each
+sequence) and the images are decoded, cropped and encoded in worker processes, a chunk of frames at
+a time, in a deterministic order. On Linux the workers die with the preparing process, even when it
+is killed with SIGKILL (prctl PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 import os
 import re
+import signal
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -38,6 +46,7 @@ from farm.config import BP4D_AUS
 from farm.data.aucoding import index_frames, read_au_occ
 from farm.data.store import (
     CODECS,
+    CONVERTED,
     SKIPS_FILE,
     DatasetError,
     DatasetMeta,
@@ -46,6 +55,7 @@ from farm.data.store import (
     _atomic_write_bytes,
     claim_output,
     encode_image,
+    is_conversion,
 )
 
 VERSION = 1
@@ -66,6 +76,10 @@ MISSING_LANDMARKS = "missing landmarks"
 LABELS_WITHOUT_FRAMES = "label row without frames"
 FRAMES_WITHOUT_LABELS = "frame without labels"
 REASONS = (MISSING_IMAGE, UNREADABLE_IMAGE, MISSING_LANDMARKS, LABELS_WITHOUT_FRAMES, FRAMES_WITHOUT_LABELS)
+STORED_MODES = {3: "RGB", 1: "L"}  # PIL mode each channel count is stored in
+MODE_NAMES = {"L": "grayscale", "LA": "grayscale+alpha", "P": "palette", "PA": "palette+alpha", "1": "1-bit",
+              "I;16": "16-bit grayscale", "I": "32-bit grayscale", "F": "float grayscale"}  # fmt: skip
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,8 @@ class Plan:
     chunks: list[Chunk]
     skips: list[Skip]
     notes: list[str]
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Tree layout: each modality's image size (width, height); a frame of another size is reported as converted."""
 
 
 def detect_layout(spec: PrepareSpec) -> str:
@@ -314,16 +330,58 @@ def plan(spec: PrepareSpec, layout: str | None = None) -> Plan:
             chunks.append(Chunk(subject, task, [int(occ.frames[r]) for r in rows], values[rows],
                                 {m: [str(index[m][i]) for i in imgs] for m in mods},
                                 [lms[i] for i in imgs] if lms is not None else []))  # fmt: skip
-    return Plan(layout, chunks, skips, notes)
+    return Plan(layout, chunks, skips, notes, _modality_sizes(chunks) if layout == "tree" else {})
 
 
-def _load_image(path: str, channels: int) -> np.ndarray:
+def _modality_sizes(chunks: list[Chunk]) -> dict[str, tuple[int, int]]:
+    """The usual (width, height) of each modality: the most common among the first image of each sequence.
+
+    Crops in a pre-processed tree share one size; reading one header per sequence is cheap, and a
+    majority is not fooled by one odd file. Unreadable headers are left to the workers to report.
+    """
+    from PIL import Image
+
+    seen: dict[str, Counter] = {}
+    firsts = {}
+    for c in chunks:
+        firsts.setdefault((c.subject, c.task), c)
+    for c in firsts.values():
+        for m, paths in c.sources.items():
+            try:
+                with Image.open(paths[0]) as im:
+                    seen.setdefault(m, Counter())[im.size] += 1
+            except Exception:  # noqa: BLE001 - the worker decodes it again and reports why it fails
+                continue
+    return {m: counts.most_common(1)[0][0] for m, counts in seen.items()}
+
+
+def _load_image(path: str, channels: int) -> tuple[np.ndarray, str, tuple[int, int]]:
+    """(H, W, C) uint8 in the modality's channels, with the file's own PIL mode and (width, height)."""
     from PIL import Image
 
     with Image.open(path) as im:
         im.load()  # decode now: truncated or corrupt files fail here
-        arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
-    return arr if arr.ndim == 3 else arr[..., None]
+        arr = np.asarray(im.convert(STORED_MODES[channels]))
+        mode, size = im.mode, im.size
+    return (arr if arr.ndim == 3 else arr[..., None]), mode, size
+
+
+def _conversions(chunk: Chunk, frame: int, m: str, path: str, mode: str, wh: tuple[int, int],
+                 usual: tuple[int, int] | None, size: int) -> list[Skip]:  # fmt: skip
+    """Report rows for an image that does not match its modality: another pixel format, another size."""
+    out = []
+    want = STORED_MODES[CHANNELS[m]]
+    if mode != want:
+        src, dst = MODE_NAMES.get(mode, mode), MODE_NAMES.get(want, want)
+        n = CHANNELS[m]
+        out.append(Skip(chunk.subject, chunk.task, frame, m, f"{CONVERTED}{src} to {dst}", path,
+                        f"expected {dst} ({n} channel{'s' if n > 1 else ''}) for {m}, got {src}"
+                        + (f" (mode {mode})" if src != mode else "")))  # fmt: skip
+    if usual is not None and wh != usual:
+        got, exp = f"{wh[0]}x{wh[1]}", f"{usual[0]}x{usual[1]}"
+        out.append(Skip(chunk.subject, chunk.task, frame, m, f"{CONVERTED}resized {got} to {size}x{size}", path,
+                        f"expected {exp} like the other {m} frames, got {got}"))  # fmt: skip
+    return out
 
 
 def _square_resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -335,15 +393,19 @@ def _square_resize(img: np.ndarray, size: int) -> np.ndarray:
     return align_crop(img, size, None)  # centre square, antialiased resize
 
 
-def _encode_chunk(args: tuple[Chunk, PrepareSpec, str]) -> tuple[list[int], list[dict[str, bytes]], list[Skip]]:
-    """Worker: decode, crop and encode the frames of one chunk; unreadable files become skips."""
+def _encode_chunk(
+    args: tuple[Chunk, PrepareSpec, str, dict[str, tuple[int, int]]],
+) -> tuple[list[int], list[dict[str, bytes]], list[Skip]]:
+    """Worker: decode, crop and encode the frames of one chunk; unreadable files become skips, and the
+    images of kept frames that had to be converted to their modality's format or size become report rows."""
     from farm.data.align import align_crop
     from farm.data.mesh import depth_map, face_region, read_mesh
 
-    chunk, spec, layout = args
+    chunk, spec, layout, sizes = args
     kept, blobs, skips = [], [], []
     for i, frame in enumerate(chunk.frames):
         out: dict[str, bytes] = {}
+        converted: list[Skip] = []  # reported only if the frame is kept
         for m, paths in chunk.sources.items():
             path = paths[i]
             try:
@@ -351,7 +413,9 @@ def _encode_chunk(args: tuple[Chunk, PrepareSpec, str]) -> tuple[list[int], list
                     mesh = read_mesh(path)
                     img = depth_map(mesh, spec.size, face_region(mesh, z_range=spec.depth_range))[..., None]
                 else:
-                    img = _load_image(path, CHANNELS[m])
+                    img, mode, wh = _load_image(path, CHANNELS[m])
+                    # `sizes` is empty for the raw layout: its frames are cropped around the face whatever their size
+                    converted += _conversions(chunk, frame, m, path, mode, wh, sizes.get(m), spec.size)
                     if layout == "raw":
                         lm = chunk.landmarks[i] if (m == "visual" and chunk.landmarks) else None
                         img = align_crop(img, spec.size, lm, spec.face_margin)
@@ -366,7 +430,33 @@ def _encode_chunk(args: tuple[Chunk, PrepareSpec, str]) -> tuple[list[int], list
         else:
             kept.append(i)
             blobs.append(out)
+            skips += converted
     return kept, blobs, skips
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer (Linux): the kernel SIGKILLs this worker when its parent dies, even by SIGKILL.
+
+    Without it, `kill -9` of `farm data prepare` leaves its workers decoding (then idle) for good.
+    The parent may already have died between fork and prctl: then this process has been reparented
+    and no signal will come, so it ends itself.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0), ctypes.c_ulong(0),
+               ctypes.c_ulong(0))  # fmt: skip
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor | _Inline:
+    """`workers` decoding processes (or this process for one). On Linux they are forked, so their parent
+    is this process, and they die with it."""
+    if workers <= 1:
+        return _Inline()
+    if not sys.platform.startswith("linux"):
+        return ProcessPoolExecutor(workers)
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_die_with_parent, initargs=(os.getpid(),))  # fmt: skip
 
 
 def write_skips(out: Path, skips: list[Skip]) -> None:
@@ -378,7 +468,14 @@ def write_skips(out: Path, skips: list[Skip]) -> None:
 
 
 class StrictError(DatasetError):
-    """--strict and some frames would be skipped."""
+    """--strict and some frames would be skipped or converted."""
+
+
+def _strict_message(s: Skip) -> str:
+    if is_conversion(s.reason):
+        return (f"--strict: {s.path} does not match its modality: {s.detail}; without --strict it would be kept "
+                f"({s.reason}) and listed by `farm data check`")  # fmt: skip
+    return f"--strict: {s.reason} {s.path} ({s.detail})"
 
 
 def skip_summary(skips: list[Skip]) -> str:
@@ -425,18 +522,22 @@ def prepare(
     writer = DatasetWriter(out, meta)
     skips = list(p.skips)
     workers = workers or os.cpu_count() or 1
-    jobs = ((c, spec, p.layout) for c in p.chunks)
-    with ProcessPoolExecutor(workers) if workers > 1 else _Inline() as pool:
-        results = pool.map(_encode_chunk, jobs)
-        if progress:
-            results = progress(results, len(p.chunks))
-        for chunk, (kept, blobs, bad) in zip(p.chunks, results):
-            skips += bad
-            if strict and bad:
-                raise StrictError(f"--strict: {bad[0].reason} {bad[0].path} ({bad[0].detail})")
-            if kept:
-                writer.add_encoded(chunk.subject, chunk.task, np.asarray(chunk.frames)[kept], chunk.labels[kept],
-                                   {m: [b[m] for b in blobs] for m in chunk.sources})  # fmt: skip
+    jobs = ((c, spec, p.layout, p.sizes) for c in p.chunks)
+    with _pool(workers) as pool:
+        try:
+            results = pool.map(_encode_chunk, jobs)
+            if progress:
+                results = progress(results, len(p.chunks))
+            for chunk, (kept, blobs, bad) in zip(p.chunks, results):
+                skips += bad
+                if strict and bad:
+                    raise StrictError(_strict_message(bad[0]))
+                if kept:
+                    writer.add_encoded(chunk.subject, chunk.task, np.asarray(chunk.frames)[kept], chunk.labels[kept],
+                                       {m: [b[m] for b in blobs] for m in chunk.sources})  # fmt: skip
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # a --strict error or Ctrl-C: do not encode the other chunks first
+            raise
     write_skips(out, skips)
     return writer.close()
 
@@ -452,3 +553,6 @@ class _Inline:
 
     def map(self, fn, items):
         return map(fn, items)
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass

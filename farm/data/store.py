@@ -10,6 +10,9 @@ A prepared dataset directory holds
     images/part-NNNNN.arrow uncompressed Arrow IPC shards, one binary column per modality (raw
                             uint8 HxWxC bytes, or PNG/JPEG bytes); memory-mapped by readers so
                             several training processes on one node share the page cache.
+    skips.parquet           (prepare only) one row per frame left out and per image converted
+                            to its modality's format or size: subject, task, frame, modality,
+                            reason ("converted: ..." for the kept, converted ones), path, detail
 
 Shards are written to a temporary name and renamed, so an interrupted writer never leaves a
 shard that a later reader trusts.
@@ -35,6 +38,9 @@ META_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.parquet"
 IMAGES_DIR = "images"
 SKIPS_FILE = "skips.parquet"
+CONVERTED = "converted: "
+"""Prefix of the skips.parquet reasons of kept frames whose file did not match its modality and was converted
+(e.g. "converted: grayscale to RGB"); every other reason is a frame left out of the dataset."""
 SHARD_BYTES = 1 << 30  # a shard column must stay below Arrow's 2 GiB binary offsets
 CODECS = ("raw", "png", "jpeg")
 
@@ -292,9 +298,14 @@ class DatasetWriter:
 
 
 def read_skips(root: str | Path) -> pa.Table | None:
-    """The frames `farm data prepare` left out (skips.parquet), or None for a dataset without one."""
+    """The frames `farm data prepare` left out or converted (skips.parquet), or None for a dataset without one."""
     path = Path(root) / SKIPS_FILE
     return pq.read_table(path) if path.exists() else None
+
+
+def is_conversion(reason: str) -> bool:
+    """Whether a skips.parquet row is a kept frame whose image was converted, rather than a frame left out."""
+    return reason.startswith(CONVERTED)
 
 
 class FrameStore:

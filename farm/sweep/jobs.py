@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from farm.config import YamlError, load_yaml
 
 KEYS = ("entrypoint", "runtime_env", "metadata", "entrypoint_num_cpus", "entrypoint_num_gpus",
         "entrypoint_memory", "entrypoint_resources", "submission_id")  # fmt: skip
@@ -58,11 +58,11 @@ class JobSpec:
 def load_job(path: str | Path) -> JobSpec:
     p = Path(path)
     try:
-        doc = yaml.safe_load(p.read_text())
+        doc = load_yaml(p)  # safe_load that refuses a repeated key
     except OSError as e:
         raise JobSpecError(f"{p}: cannot read the job file ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise JobSpecError(f"{p}: not valid YAML ({e})") from None
+    except YamlError as e:
+        raise JobSpecError(str(e)) from None
     if not isinstance(doc, dict):
         raise JobSpecError(f"{p}: expected a mapping with entrypoint, runtime_env, metadata")
     unknown = sorted(set(doc) - set(KEYS))

@@ -19,8 +19,9 @@ sweep:                         # defaults of `farm sweep` options (the command l
   reduction_factor: 3
 ```
 
-Every key must name a config field; ranges must be ordered and of the field's type; each bound
-and choice must make a valid config with the fixed values. Errors name the file and the key.
+Every key must name a config field (once: a repeated key is an error, not an override); ranges
+must be ordered and of the field's type; each bound and choice must make a valid config with the
+fixed values. An empty file is an error. Errors name the file and the key.
 This module imports no Ray or Optuna.
 """
 
@@ -31,9 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from farm.config import Config, ConfigError, _field_types, coerce, load_config, unflatten
+from farm.config import Config, ConfigError, YamlError, _field_types, coerce, load_config, load_yaml, unflatten
 
 SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 KINDS = ("float", "int", "choice")
@@ -135,9 +134,11 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     path = resolve_space_path(name_or_path)
     where = str(path)
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SpaceError(f"{where}: not valid YAML ({e})") from None
+        doc = load_yaml(path, where)
+    except YamlError as e:
+        raise SpaceError(str(e)) from None
+    if not doc:  # without a word, an empty file would sweep the paper's defaults
+        raise SpaceError(f"{where}: empty search space: give at least a `space:` mapping of the config keys to search")
     if not isinstance(doc, dict):
         raise SpaceError(f"{where}: expected a mapping with description / config / fixed / space / sweep")
     unknown = sorted(set(doc) - {"description", "config", "fixed", "space", "sweep"})

@@ -6,6 +6,7 @@ and thermal pixels frame_value, so a test can check each stored frame came from 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,21 @@ def write_raw(root: Path, subjects, tasks=("T1",), frames=range(10, 14), frame_s
                 lm = root / "2DFeatures" / f"{s}_{t}.csv"
                 lm.parent.mkdir(parents=True, exist_ok=True)
                 lm.write_text("frame,x1,y1,x2,y2,x3,y3,x4,y4\n" + "\n".join(rows) + "\n")
+
+
+def write_heavy_tree(root: Path, subjects, frames=range(400), size: int = 512, modalities=("visual", "depth")) -> None:
+    """A pre-processed tree that takes seconds to prepare, written in a moment: one noise image per modality
+    (slow to decode and resize), hard-linked as every frame of every sequence."""
+    rng = np.random.default_rng(0)
+    for m in modalities:
+        channels = 3 if m == "visual" else 1
+        src = root / "noise" / ("visual.jpg" if m == "visual" else f"{m}.png")
+        src.parent.mkdir(parents=True, exist_ok=True)
+        noise = rng.integers(0, 256, (size, size, channels), dtype=np.uint8)
+        Image.fromarray(noise if channels == 3 else noise[..., 0]).save(src, quality=95)
+        for s in subjects:
+            (root / m / s / "T1").mkdir(parents=True, exist_ok=True)
+            for f in frames:
+                os.link(src, root / m / s / "T1" / frame_name(f, 4, src.suffix))
+    for s in subjects:
+        write_labels(root / "AUCoding" / "AU_OCC" / f"{s}_T1.csv", s, "T1", frames)

@@ -106,3 +106,12 @@ def test_user_partitions_file_is_strict(tmp_path):
             resolve_partitions(meta("bp4d", present), present, str(good))
     with pytest.raises(FoldError, match="not found"):
         resolve_partitions(meta("bp4d", present), present, str(tmp_path / "missing.yaml"))
+
+
+def test_partitions_files_with_duplicate_keys_are_refused(tmp_path):
+    from farm.data.folds import FoldError, read_partitions
+
+    f = tmp_path / "parts.yaml"
+    f.write_text("partitions:\n  P1: [F001]\n  P2: [F002]\n  P1: [F003]\n")
+    with pytest.raises(FoldError, match=r"parts.yaml: duplicate key 'P1' on line 4 \(first on line 2\)"):
+        read_partitions(f)

@@ -1,4 +1,11 @@
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,11 +15,13 @@ from fake_bp4d import (
     sphere_obj,
     subject_value,
     task_value,
+    write_heavy_tree,
     write_image,
     write_labels,
     write_raw,
     write_tree,
 )
+from PIL import Image
 
 from farm.cli import main
 from farm.data.folds import resolve_partitions, standard_partitions
@@ -275,3 +284,154 @@ def test_farm_train_runs_on_a_prepared_bp4d_copy(tmp_path):
     assert result["split"]["partitions_hash"] == standard_partitions("bp4d").hash
     assert "35 subject(s)" in result["split"]["notes"]
     assert sum(c["tp"] + c["fp"] + c["fn"] + c["tn"] for c in result["test"]["counts"].values()) == 12 * 2 * 4
+
+
+def converted_tree(raw):
+    """2 subjects x 4 frames of 32x32 crops, five of whose files do not match their modality."""
+    write_tree(raw, ["F001", "M001"], frames=range(10, 14), size=32)  # F001: 4-digit names, M001: 3-digit
+    odd = {
+        "gray": raw / "visual" / "F001" / "T1" / "0011.jpg",
+        "rgba": raw / "visual" / "M001" / "T1" / "010.png",
+        "rgb_depth": raw / "depth" / "F001" / "T1" / "0013.png",
+        "size": raw / "depth" / "M001" / "T1" / "012.png",
+    }
+    Image.fromarray(np.full((32, 32), frame_value(11), np.uint8)).save(odd["gray"])
+    (raw / "visual" / "M001" / "T1" / "010.jpg").unlink()
+    Image.fromarray(np.full((32, 32, 4), frame_value(10), np.uint8)).save(odd["rgba"])
+    Image.fromarray(np.full((32, 32, 3), frame_value(13), np.uint8)).save(odd["rgb_depth"])
+    Image.fromarray(np.full((40, 64), frame_value(12), np.uint8)).save(odd["size"])  # 64 wide, 40 high
+    # a converted visual frame whose depth is unreadable: the frame is skipped, and only that is reported
+    Image.fromarray(np.full((32, 32), 1, np.uint8)).save(raw / "visual" / "F001" / "T1" / "0012.jpg")
+    bad = raw / "depth" / "F001" / "T1" / "0012.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    return odd
+
+
+def test_frames_that_do_not_match_their_modality_are_converted_kept_and_reported(tmp_path):
+    odd = converted_tree(tmp_path / "raw")
+    out = tmp_path / "out"
+    prepare(PrepareSpec("bp4d", str(tmp_path / "raw"), size=32, codec="png"), out, workers=2)
+    store = FrameStore(out)
+    got = {r[:3]: i for i, r in enumerate(rows(store))}
+    assert len(store) == 7 and ("F001", "T1", 12) not in got
+    report_rows = read_skips(out).to_pylist()
+    assert {(r["subject"], r["frame"], r["modality"], r["reason"], r["path"]) for r in report_rows} == {
+        ("F001", 11, "visual", "converted: grayscale to RGB", str(odd["gray"])),
+        ("M001", 10, "visual", "converted: RGBA to RGB", str(odd["rgba"])),
+        ("F001", 13, "depth", "converted: RGB to grayscale", str(odd["rgb_depth"])),
+        ("M001", 12, "depth", "converted: resized 64x40 to 32x32", str(odd["size"])),
+        ("F001", 12, "depth", UNREADABLE_IMAGE, str(tmp_path / "raw" / "depth" / "F001" / "T1" / "0012.png")),
+    }
+    details = {r["reason"]: r["detail"] for r in report_rows}
+    assert details["converted: grayscale to RGB"] == "expected RGB (3 channels) for visual, got grayscale (mode L)"
+    assert details["converted: resized 64x40 to 32x32"] == "expected 32x32 like the other depth frames, got 64x40"
+    # converted frames are in the dataset, in the modality's shape, with their pixels
+    gray = store.image(got[("F001", "T1", 11)], "visual")
+    assert gray.shape == (32, 32, 3) and abs(int(gray.mean()) - frame_value(11)) <= 2
+    assert store.image(got[("M001", "T1", 10)], "visual").shape == (32, 32, 3)
+    for key, f in ((("F001", "T1", 13), 13), (("M001", "T1", 12), 12)):
+        depth = store.image(got[key], "depth")
+        assert depth.shape == (32, 32, 1) and abs(int(depth.mean()) - frame_value(f)) <= 2
+    report = describe(out)
+    assert "skipped: 1 (frame, modality) entries" in report
+    assert "converted: 4 (frame, modality) entries, kept in the dataset" in report
+    for line in ("converted: grayscale to RGB (visual)", "converted: resized 64x40 to 32x32 (depth)"):
+        assert line in report
+    assert str(odd["gray"]) in report and "got grayscale (mode L)" in report
+
+
+@pytest.mark.parametrize(
+    "which, expected",
+    [
+        ("gray", r"visual/F001/T1/0011.jpg does not match its modality: expected RGB \(3 channels\) for visual, "
+                 r"got grayscale \(mode L\); without --strict it would be kept \(converted: grayscale to RGB\)"),
+        ("size", r"depth/M001/T1/012.png does not match its modality: expected 32x32 like the other depth frames, "
+                 r"got 64x40; without --strict it would be kept \(converted: resized 64x40 to 32x32\)"),
+    ],
+)  # fmt: skip
+def test_strict_refuses_a_frame_that_would_be_converted(tmp_path, which, expected):
+    raw = tmp_path / "raw"
+    write_tree(raw, ["F001", "M001"], frames=range(10, 14), size=32)
+    odd = converted_tree(tmp_path / "all")[which]
+    shutil.copy(odd, raw / odd.relative_to(tmp_path / "all"))
+    with pytest.raises(StrictError, match="^--strict: " + re.escape(str(raw)) + "/" + expected):
+        prepare(PrepareSpec("bp4d", str(raw), size=32, codec="png"), tmp_path / "out", strict=True, workers=2)
+    assert not (tmp_path / "out" / "dataset.json").exists()
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name: state, ppid, ...; [] when the process is gone."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    state = _proc_stat(pid)[:1]
+    return bool(state) and state[0] not in ("Z", "X")  # a zombie is dead, only not yet reaped
+
+
+def _forked_children(pid: int) -> list[int]:
+    """Children of `pid` that run its own command line (pool workers are forked, not exec'd)."""
+    try:
+        cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and _proc_stat(int(d.name))[1:2] == [str(pid)]:
+            try:
+                if (d / "cmdline").read_bytes() == cmdline:
+                    kids.append(int(d.name))
+            except OSError:
+                pass
+    return kids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers die with their parent through Linux prctl")
+def test_decoding_workers_die_with_a_killed_prepare_and_a_rerun_finishes(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_heavy_tree(raw, ["F001", "M001"], frames=range(200))  # seconds of decoding for two workers
+    cmd = [sys.executable, "-m", "farm.cli", "data", "prepare", "bp4d", "--root", str(raw), "--out", str(out),
+           "--size", "64", "--workers", "2"]  # fmt: skip
+    log = (tmp_path / "stderr.txt").open("w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120  # generous: imports on a busy machine
+        while len(workers) < 2:
+            assert proc.poll() is None, (
+                f"prepare ended before its workers were seen: {(tmp_path / 'stderr.txt').read_text()}"
+            )
+            assert time.monotonic() < deadline, "no decoding workers appeared"
+            workers = _forked_children(proc.pid)
+            time.sleep(0.02)
+        assert not (out / "dataset.json").exists()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while any(_running(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if _running(w)], "decoding workers outlived their killed parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for w in workers:  # only left when the test fails: do not leave them behind
+            if _running(w):
+                os.kill(w, signal.SIGKILL)
+        log.close()
+    meta = prepare(PrepareSpec("bp4d", str(raw), size=64), out, workers=2, log=lambda s: None)  # starts over
+    assert meta.num_frames == len(FrameStore(out)) == 400
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux prctl")
+def test_a_worker_whose_parent_died_before_it_armed_the_death_signal_exits():
+    # the race: the parent died between fork and prctl; the worker was reparented, so no signal will come
+    code = "import os; from farm.data.prepare import _die_with_parent as d; d(os.getppid() {}); print('alive')"
+    done = subprocess.run([sys.executable, "-c", code.format("+ 1")], capture_output=True, text=True, timeout=120)
+    assert done.stdout == "" and done.returncode == -signal.SIGKILL, done.stderr
+    done = subprocess.run([sys.executable, "-c", code.format("")], capture_output=True, text=True, timeout=120)
+    assert done.stdout == "alive\n" and done.returncode == 0, done.stderr

@@ -43,6 +43,15 @@ def test_shipped_spaces_load_and_search_what_the_issue_asks(name):
             "space:\n  train.lr: {float: [0.1, 0.2]}\nsweep:\n  sampler: grid\n",
             r"grid needs only choice params \(train.lr",
         ),
+        (
+            "space:\n  train.lr: {float: [0.1, 0.2]}\n  amf.tau_decay: {float: [0, 1]}\n  train.lr: {float: [1, 2]}\n",
+            r"bad.yaml: duplicate key 'train.lr' on line 4 \(first on line 2\)",
+        ),
+        ("fixed:\n  train.epochs: 2\nsweep:\n  trials: 3\nfixed: {}\n", r"bad.yaml: duplicate key 'fixed' on line 5"),
+        ("", r"bad.yaml: empty search space"),
+        ("# a comment, nothing else\n", r"bad.yaml: empty search space"),
+        ("{}\n", r"bad.yaml: empty search space"),
+        ("space:\n  train.lr: {float: [1.0e-5, .inf]}\n", r"bad.yaml: train.lr: must be a finite number, got inf"),
     ],
 )
 def test_bad_space_files_fail_at_once_naming_the_key(tmp_path, body, msg):
