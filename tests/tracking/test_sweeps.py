@@ -8,8 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from farm.config import BP4D_AUS
-from farm.evaluate.cv import aggregate_folds
 from farm.data.store import read_meta
+from farm.evaluate.cv import aggregate_folds
 from farm.metrics import summarize
 from farm.tracking.mlflow import PARENT_TAG, RunTracker
 from farm.tracking.sweeps import (
