@@ -164,6 +164,7 @@ def claim_output(out: str | Path, source: dict[str, Any], what: str) -> DatasetM
             f"{k}: {meta.source.get(k)} != {source.get(k)}" for k in keys if meta.source.get(k) != source.get(k)
         )
         raise DatasetError(f"{out} holds a different {what} dataset ({diffs}); choose another --out or delete it")
+    check_writable_dir(out, what)
     if out.exists():
         ours = {IMAGES_DIR, MANIFEST_FILE, SKIPS_FILE}
         foreign = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith("."))
@@ -176,6 +177,18 @@ def claim_output(out: str | Path, source: dict[str, Any], what: str) -> DatasetM
         for tmp in out.glob(".*.tmp-*"):
             tmp.unlink()
     return None
+
+
+def check_writable_dir(out: Path, what: str) -> None:
+    """Create `out` and write a probe file in it: fail at once, naming the folder, not on a file that never existed."""
+    probe = out / f".write-probe-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise DatasetError(f"--out {out}: cannot write the {what} dataset there ({e.strerror}); "
+                           "choose a writable folder") from None  # fmt: skip
 
 
 class DatasetWriter:

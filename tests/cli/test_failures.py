@@ -112,3 +112,20 @@ def test_bad_pretrained_file_is_one_line_naming_the_file(tiny, tmp_path, kind):
     out = farm("train", "--data", tiny, *FAST, "--set", f"model.pretrained={files[kind]}")
     one_line_error(out, files[kind])
     assert not marker.exists(), "a weights file's pickle ran code"
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A read-only folder even for root: a read-only tmpfs (skipped where mounting is not allowed)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(ro)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    yield ro
+    subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def test_read_only_out_names_the_folder_not_a_file_that_never_existed(read_only_dir):
+    out = farm("data", "synth", "--out", read_only_dir, *TINY)
+    err = one_line_error(out, f"--out {read_only_dir}", "Read-only file system")
+    assert "manifest" not in err
