@@ -252,6 +252,7 @@ def cmd_throughput(args: argparse.Namespace) -> int:
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     from farm.checkpoints import BEST_FILE, BEST_KEYS, InputSpec, load_checkpoint
+    from farm.data.perturb import conditions
     from farm.engine import fit_fold
     from farm.evaluate import robustness
     from farm.evaluate.inference import FoldEnsemble
@@ -314,7 +315,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
         t_eval = time.perf_counter()
         ensemble = FoldEnsemble.from_checkpoints(checkpoints, spec, test_subjects, device=device)
-        conds = robustness.conditions(spec.modalities)
+        conds = conditions(spec.modalities)
         counts = robustness.evaluate(
             ensemble, store, conds, stride=args.stride, progress=lambda s: print(s, flush=True)
         )

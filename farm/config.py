@@ -105,7 +105,10 @@ class AMFConfig:
     """Evaluation: 'mean' = K-sample vote with Gumbel noise from a fixed seed; 'argmax' = per
     dimension the modality with the highest score, no noise (one fused vector)."""
     eval_seed: int = 0
-    """Seed of the evaluation noise in 'mean' mode (reset at every evaluation batch)."""
+    """Seed of the evaluation noise in 'mean' mode: one draw (1, K, D, M) shared by every frame of a batch."""
+    guidance_backbone: bool = True
+    """Eq. 10's guidance loss trains the backbones too (true, the paper as written) or only the scorers g
+    (false; beyond the paper, searchable: docs/design.md)."""
 
     def __post_init__(self) -> None:
         _check_finite(self, "amf")
@@ -152,6 +155,12 @@ class AugmentConfig:
     0 = off."""
     cut_switch_prob: float = 1.0
     """Probability that a training frame is cut-switched."""
+    modality_dropout: float = 0.0
+    """Beyond the paper (off by default): probability that a training frame loses a modality (zeros after
+    normalisation, as the robustness study's 'missing'), drawn per frame and modality; a frame keeps at least
+    one. Applies to every multimodal fusion head alike. Searchable."""
+    modality_dropout_only: tuple[str, ...] = ()
+    """Modalities modality_dropout may drop (empty = all)."""
 
     def __post_init__(self) -> None:
         _check_finite(self, "augment")
@@ -166,6 +175,8 @@ class AugmentConfig:
             "augment.cut_switch_prob",
             f"must be in [0, 1], got {self.cut_switch_prob}",
         )
+        _check(0.0 <= self.modality_dropout < 1.0, "augment.modality_dropout",
+               f"must be in [0, 1), got {self.modality_dropout}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -184,6 +195,12 @@ class TrainConfig:
     """'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'."""
     max_train_batches: int = 0
     """Cap on optimiser steps per epoch (0 = a full pass); for smoke runs."""
+    val_robustness: tuple[str, ...] = ("missing", "noise")
+    """After training, each fold measures its best epoch on its VALIDATION subjects under the robustness study's
+    conditions (docs/design.md): 'missing' (each modality, and each pair for 3+), 'noise' (Gaussian, sigmas
+    below, per modality and on all); () = off. Logged as val/f1_missing_<m>, val/f1_noise_<m>_<sigma>."""
+    val_noise_sigmas: tuple[float, ...] = (0.1, 0.2, 0.5, 0.8)
+    """Noise levels of the validation robustness measures (the paper's Fig. 5)."""
     divergence_factor: float = 100.0
     """End the fold with TrainingDiverged when an epoch's mean training loss exceeds this multiple of the
     untrained model's loss (the first batch's), or any loss or weight is not finite (0 = only the latter)."""
@@ -195,6 +212,9 @@ class TrainConfig:
         _check(self.patience >= 1, "train.patience", f"must be >= 1, got {self.patience}")
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         _check(self.max_train_batches >= 0, "train.max_train_batches", "must be >= 0")
+        bad = sorted(set(self.val_robustness) - {"missing", "noise"})
+        _check(not bad, "train.val_robustness", f"unknown kind(s) {bad}; use missing, noise or leave empty")
+        _check(all(s > 0 for s in self.val_noise_sigmas), "train.val_noise_sigmas", "sigmas must be > 0")
         _check(self.divergence_factor == 0 or self.divergence_factor > 1, "train.divergence_factor",
                f"must be 0 (off) or > 1, got {self.divergence_factor}")  # fmt: skip
 
@@ -278,6 +298,10 @@ def coerce(key: str, value: Any) -> Any:
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if not isinstance(value, (list, tuple)):
                 raise ValueError(value)
+            if typing.get_args(tp)[0] is float:
+                if any(isinstance(v, bool) for v in value) or not all(math.isfinite(float(v)) for v in value):
+                    raise ValueError(value)
+                return tuple(float(v) for v in value)
             return tuple(str(v) for v in value)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}") from None

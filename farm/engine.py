@@ -39,6 +39,7 @@ from farm.config import Config, flatten, to_dict
 from farm.data.augment import scaled_block
 from farm.data.dataset import FrameDataset
 from farm.data.folds import Split, make_split, resolve_partitions
+from farm.data.perturb import Condition, conditions, drop_modalities, metric_suffix, perturb
 from farm.data.store import FrameStore
 from farm.metrics import all_positive_f1, au_counts, summarize
 from farm.models import FusionModel, build_model, fusion_modalities
@@ -84,6 +85,8 @@ class FoldResult:
     """Test F1 of predicting every AU present, on the same frames: the floor to beat."""
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    val_robustness: dict[str, float] = field(default_factory=dict)
+    """Best epoch's validation F1 under each robustness condition: {'val/f1_missing_depth': ..., ...}."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -176,9 +179,11 @@ def train_step(
 
 def train_one_epoch(
     model: FusionModel, loader: DataLoader, optimizer: torch.optim.Optimizer, device: torch.device,
-    epoch: int, max_batches: int = 0,
+    epoch: int, max_batches: int = 0, batch_transform: Callable[[dict], dict] | None = None,
 ) -> dict[str, float]:  # fmt: skip
-    """Mean loss parts over the epoch; `train/loss_first_batch` is the loss of its first batch (one host sync)."""
+    """Mean loss parts over the epoch; `train/loss_first_batch` is the loss of its first batch (one host sync).
+
+    `batch_transform` acts on the normalised inputs on the device (modality dropout)."""
     model.train()
     steps = len(loader) if not max_batches else min(max_batches, len(loader))
     sums: dict[str, torch.Tensor] = {}
@@ -188,6 +193,8 @@ def train_one_epoch(
             break
         model.set_progress(epoch + step / steps)
         x, target, mask = _to_device(x, y, device)
+        if batch_transform is not None:
+            x = batch_transform(x)
         parts = train_step(model, optimizer, x, target, mask)
         if step == 0:
             first = float(parts["loss"])
@@ -214,6 +221,33 @@ def check_divergence(model: torch.nn.Module, metrics: dict[str, float], initial_
     if factor and math.isfinite(initial_loss) and initial_loss > 0 and loss > factor * initial_loss:
         raise TrainingDiverged(f"{where}: mean training loss {loss:.3g} is {loss / initial_loss:.3g}x the untrained "
                                f"model's {initial_loss:.3g} (train.divergence_factor = {factor:g}); lower train.lr")  # fmt: skip
+
+
+@torch.no_grad()
+def robustness_f1(
+    model: FusionModel, loader: DataLoader, device: torch.device, conds: list[Condition], aus: tuple[str, ...],
+    seed: int = 0,
+) -> dict[str, float]:  # fmt: skip
+    """AU-mean F1 under each condition, every batch decoded once for all conditions: {'val/f1_<condition>': F1}.
+
+    The noise of condition j comes from a generator seeded with (seed, j), so it is the same in every run.
+    """
+    model.eval()
+    gens = [torch.Generator().manual_seed(seed * 100_003 + j) for j in range(len(conds))]
+    counts = {c: np.zeros((len(aus), 4), np.int64) for c in conds}
+    for x, y in loader:
+        xd = {m: t.to(device, non_blocking=True) for m, t in x.items()}
+        labels = y.numpy()
+        for cond, gen in zip(conds, gens):
+            probs = model(perturb(xd, cond, gen))["probs"].float().cpu().numpy()
+            counts[cond] += au_counts(probs, labels)
+    return {f"val/f1_{metric_suffix(c)}": summarize(counts[c], aus)["f1_mean"] for c in conds}
+
+
+def val_conditions(cfg: Config, modalities: tuple[str, ...]) -> list[Condition]:
+    """The robustness conditions a fold measures on its validation subjects (none for one modality's missing)."""
+    kinds = set(cfg.train.val_robustness)
+    return [c for c in conditions(modalities, cfg.train.val_noise_sigmas) if c.kind in kinds]
 
 
 @torch.no_grad()
@@ -282,6 +316,10 @@ def fit_fold(
     if ckpt:
         ckpt.mkdir(parents=True, exist_ok=True)
 
+    dropout = None
+    if cfg.augment.modality_dropout > 0 and len(modalities) > 1:  # beyond the paper; the same zeros as 'missing'
+        p, only = cfg.augment.modality_dropout, tuple(cfg.augment.modality_dropout_only)
+        dropout = lambda x: drop_modalities(x, p, only=only)  # noqa: E731 - the global RNG: seeded, resumed
     log(f"fold {split.fold}: {len(loaders['train'].dataset)} train / {len(loaders['val'].dataset)} val / "
         f"{len(loaders['test'].dataset)} test frames; {cfg.model.fusion} on {', '.join(modalities)}; {device}")  # fmt: skip
     for epoch in range(first_epoch, cfg.train.epochs):
@@ -290,7 +328,8 @@ def fit_fold(
         t0 = time.time()
         metrics = {
             "epoch": epoch,
-            **train_one_epoch(model, loaders["train"], optimizer, device, epoch, cfg.train.max_train_batches),
+            **train_one_epoch(model, loaders["train"], optimizer, device, epoch, cfg.train.max_train_batches,
+                              batch_transform=dropout),
         }
         first_batch = metrics.pop("train/loss_first_batch")
         if epoch == 0:
@@ -332,8 +371,17 @@ def fit_fold(
         table = predictions_table(ids["subject"], ids["task"], ids["frame"], probs, labels, cfg.data.aus, split.fold)
         pq.write_table(table, ckpt / PREDICTIONS_FILE)
     tracker.log_metrics({"test/f1_mean": test["f1_mean"], **{f"test/f1_{au}": f for au, f in test["f1"].items()}})
+    val_robust: dict[str, float] = {}
+    conds = val_conditions(cfg, modalities)
+    if conds:  # the best epoch on VALIDATION subjects: what a search may see (never the test subjects)
+        t0 = time.time()
+        val_robust = robustness_f1(model, loaders["val"], device, conds, tuple(cfg.data.aus), cfg.amf.eval_seed)
+        tracker.log_metrics({**val_robust, "time/val_robustness_s": time.time() - t0})
+        log(f"validation robustness ({len(conds)} conditions, {time.time() - t0:.1f}s): worst missing "
+            f"{min((v for k, v in val_robust.items() if 'missing' in k), default=float('nan')):.3f}")  # fmt: skip
     return FoldResult(
         fusion=cfg.model.fusion, fold=split.fold, test=test, val=best_val, epochs_run=len(history), best_epoch=best_epoch,
         config=to_dict(cfg), split={**split.to_dict(), **provenance}, data_hash=store.meta.data_hash,
         baseline_all_positive=all_positive_f1(labels), history=history, seconds=time.time() - start,
+        val_robustness=val_robust,
     )  # fmt: skip

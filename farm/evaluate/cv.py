@@ -19,7 +19,10 @@ def aggregate_folds(folds: list[dict[str, Any]], aus: list[str] | tuple[str, ...
     - cv/val_f1_mean: mean over folds of the best-epoch validation F1 (the search objective);
     - cv/test_f1_mean, cv/test_f1_std: mean and population std over folds of the test F1;
     - cv/test_f1_<AU>: per-AU test F1 averaged over folds;
-    - cv/test_f1_pooled: mean over AUs of F1 from the per-AU counts summed over folds.
+    - cv/test_f1_pooled: mean over AUs of F1 from the per-AU counts summed over folds;
+    - cv/val_f1_<condition> (e.g. cv/val_f1_missing_depth, cv/val_f1_noise_all_0.5): mean over folds of the
+      best epoch's validation F1 under that robustness condition, where the folds measured it;
+    - cv/val_f1_missing_worst: the lowest of the cv/val_f1_missing_* (the modality whose loss hurts most).
     """
     if not folds:
         raise ValueError("no fold results to aggregate")
@@ -37,4 +40,17 @@ def aggregate_folds(folds: list[dict[str, Any]], aus: list[str] | tuple[str, ...
         out[f"cv/test_f1_{au}"] = float(np.nanmean([f["test"]["f1"][au] for f in folds]))
         summed[j] = [sum(f["test"]["counts"][au][k] for f in folds) for k in ("tp", "fp", "fn", "tn")]
     out["cv/test_f1_pooled"] = float(np.nanmean(f1_from_counts(summed)))
+    out.update(aggregate_robustness(folds))
+    return out
+
+
+def aggregate_robustness(folds: list[dict[str, Any]]) -> dict[str, float]:
+    """cv/val_f1_<condition> means over folds (conditions every fold measured) and cv/val_f1_missing_worst."""
+    robust = [f.get("val_robustness") or {} for f in folds]
+    keys = sorted(set.intersection(*(set(r) for r in robust))) if robust else []
+    out = {f"cv/{k.removeprefix('val/')}".replace("cv/f1_", "cv/val_f1_"): float(np.mean([r[k] for r in robust]))
+           for k in keys}  # fmt: skip
+    missing = [v for k, v in out.items() if k.startswith("cv/val_f1_missing_")]
+    if missing:
+        out["cv/val_f1_missing_worst"] = float(min(missing))
     return out

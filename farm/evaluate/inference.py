@@ -153,39 +153,3 @@ class FoldEnsemble:
         parts = [self.predict_tensors(self.preprocess({m: v[i : i + batch_size] for m, v in images.items()}, missing))
                  for i in range(0, n, batch_size)]  # fmt: skip
         return torch.cat(parts).cpu().numpy() if parts else np.zeros((0, len(self.spec.aus)), np.float32)
-
-
-# ---------------------------------------------------------------------------------------------
-# input perturbations (the paper's robustness study)
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A test-time corruption: 'clean', 'missing' (modalities set to zero) or 'noise' (Gaussian, std sigma)."""
-
-    kind: str
-    modalities: tuple[str, ...] = ()
-    sigma: float = 0.0
-
-    @property
-    def name(self) -> str:
-        if self.kind == "clean":
-            return "clean"
-        target = "+".join(self.modalities)
-        return f"missing {target}" if self.kind == "missing" else f"noise {target} sigma={self.sigma:g}"
-
-
-def perturb(
-    x: dict[str, torch.Tensor], cond: Condition, generator: torch.Generator | None = None
-) -> dict[str, torch.Tensor]:
-    """Apply a condition to normalised inputs (new tensors; the input is unchanged). Noise is not clipped."""
-    if cond.kind == "clean":
-        return x
-    out = dict(x)
-    for m in cond.modalities:
-        if cond.kind == "missing":
-            out[m] = torch.zeros_like(x[m])
-        else:
-            noise = torch.randn(x[m].shape, generator=generator, device="cpu").to(x[m].device, x[m].dtype)
-            out[m] = x[m] + cond.sigma * noise
-    return out

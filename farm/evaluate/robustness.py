@@ -16,7 +16,6 @@ conditions; the noise comes from a generator seeded per (fold, condition).
 from __future__ import annotations
 
 import csv
-import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -26,23 +25,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from farm.data.dataset import FrameDataset
+from farm.data.perturb import Condition, perturb
 from farm.data.store import FrameStore
-from farm.evaluate.inference import Condition, FoldEnsemble, perturb
+from farm.evaluate.inference import FoldEnsemble
 from farm.files import atomic_paths
 from farm.metrics import au_counts, f1_from_counts
-
-SIGMAS = (0.1, 0.2, 0.5, 0.8)
-
-
-def conditions(modalities: tuple[str, ...] | list[str], sigmas: tuple[float, ...] = SIGMAS) -> list[Condition]:
-    """clean; each modality (and, for 3+, each pair) missing; noise on each modality and on all."""
-    mods = tuple(modalities)
-    out = [Condition("clean")]
-    for k in range(1, min(2, len(mods) - 1) + 1):
-        out += [Condition("missing", combo) for combo in itertools.combinations(mods, k)]
-    for target in [(m,) for m in mods] + [mods]:
-        out += [Condition("noise", target, s) for s in sigmas]
-    return out
 
 
 def evaluate(
@@ -52,7 +39,7 @@ def evaluate(
     """-> {fold: {condition name: per-AU counts (A, 4)}} on each fold's own test subjects.
 
     batch_size 0 = the training run's evaluation batch size, so with stride 1 the clean condition
-    reproduces the fold's logged test F1 exactly (AMF's evaluation noise depends on the batch).
+    reproduces the fold's logged test F1 exactly.
     """
     spec = ensemble.spec
     batch_size = batch_size or int(ensemble.config.get("train", {}).get("eval_batch_size", 64))

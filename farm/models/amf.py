@@ -6,12 +6,13 @@ picked with Gumbel-softmax over the modality axis, logits log(alpha^k) (Eq. 4-6)
 drawn at once as a (B, K, D, M) tensor, classified by C* and their probabilities averaged (Eq. 9).
 The hard one-hot pick is used in the forward pass with the straight-through gradient of the soft
 sample, so tau shapes the gradient only. The scorer is guided towards |dL^k/da^k| (Eq. 10), a
-detached target. Objective: lambda_* L* + sum_k (lambda_k L^k + lambda*_k L*k) (Eq. 11).
+detached target; the guidance trains the scorer and, through a^k, the backbone (as the paper
+states it), or the scorer alone with `guidance_backbone=False` (a knob beyond the paper). Objective: lambda_* L* + sum_k (lambda_k L^k + lambda*_k L*k) (Eq. 11).
 
 Evaluation (`eval_mode`):
-- "mean" (default): the K-sample vote of training, with Gumbel noise drawn from a generator
-  reset to `eval_seed` at every forward call, so a frame's prediction is deterministic for a
-  given batch composition and order (the evaluation loaders never shuffle).
+- "mean" (default): the K-sample vote of training, with one set of Gumbel noise (1, K, D, M)
+  drawn from a generator seeded with `eval_seed` and shared by every frame of the batch, so a
+  frame's prediction is the same alone or in any batch, in any order.
 - "argmax": no noise; per dimension the modality with the highest alpha, one fused vector.
 """
 
@@ -33,15 +34,19 @@ def temperature(epochs: float, start: float, floor: float, decay: float) -> floa
 
 
 def gumbel_select(
-    log_alpha: torch.Tensor, num_samples: int, tau: float, generator: torch.Generator | None = None
-) -> torch.Tensor:
+    log_alpha: torch.Tensor, num_samples: int, tau: float, generator: torch.Generator | None = None,
+    shared: bool = False,
+) -> torch.Tensor:  # fmt: skip
     """Straight-through Gumbel-softmax over the last (modality) axis, K samples at once.
 
     log_alpha (B, D, M) -> one-hot selections (B, K, D, M) whose gradient is the soft sample's.
+    `shared`: one noise draw (1, K, D, M) for the whole batch (evaluation: a frame's vote must not
+    depend on its neighbours); otherwise independent noise per frame (training).
     """
     B, D, M = log_alpha.shape
-    u = torch.rand((B, num_samples, D, M), generator=generator, device=log_alpha.device, dtype=log_alpha.dtype)
-    gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))  # Eq. 5, (B, K, D, M)
+    shape = (1 if shared else B, num_samples, D, M)
+    u = torch.rand(shape, generator=generator, device=log_alpha.device, dtype=log_alpha.dtype)
+    gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))  # Eq. 5, (B or 1, K, D, M)
     soft = torch.softmax((log_alpha.unsqueeze(1) + gumbel) / tau, dim=-1)  # Eq. 6, (B, K, D, M)
     hard = F.one_hot(soft.argmax(dim=-1), M).to(soft.dtype)  # Eq. 4, (B, K, D, M)
     return hard - soft.detach() + soft
@@ -68,6 +73,7 @@ class AMF(FusionModel):
         tau_unit: str = "epoch",
         eval_mode: str = "mean",
         eval_seed: int = 0,
+        guidance_backbone: bool = True,
     ) -> None:
         super().__init__()
         self.modalities = tuple(backbones)
@@ -84,6 +90,7 @@ class AMF(FusionModel):
         self.tau_start, self.tau_floor, self.tau_decay, self.tau_unit = tau_start, tau_floor, tau_decay, tau_unit
         self.tau = tau_start
         self.eval_mode, self.eval_seed = eval_mode, eval_seed
+        self.guidance_backbone = guidance_backbone
 
     def set_progress(self, epochs: float) -> None:
         t = math.floor(epochs) if self.tau_unit == "epoch" else epochs
@@ -98,7 +105,7 @@ class AMF(FusionModel):
             select = gumbel_select(log_alpha, self.num_samples, self.tau)  # (B, K, D, M)
         elif self.eval_mode == "mean":
             gen = torch.Generator(device=a.device).manual_seed(self.eval_seed)
-            select = gumbel_select(log_alpha, self.num_samples, self.tau_floor, generator=gen)  # (B, K, D, M)
+            select = gumbel_select(log_alpha, self.num_samples, self.tau_floor, gen, shared=True)  # (B, K, D, M)
         else:
             select = F.one_hot(log_alpha.argmax(dim=-1), len(self.modalities)).to(a.dtype).unsqueeze(1)  # (B, 1, D, M)
         fused = (select * a.unsqueeze(1)).sum(dim=-1)  # a*_j, (B, K, D)
@@ -109,6 +116,8 @@ class AMF(FusionModel):
             out[f"features/{m}"] = feats[m]
             out[f"alpha/{m}"] = log_alpha[..., self.modalities.index(m)].exp()  # (B, D)
             out[f"logits/{m}"] = self.classifiers[m](feats[m])  # C^k(a^k), (B, A)
+            if self.training and not self.guidance_backbone:  # Eq. 10 trains the scorer g^k only
+                out[f"alpha_guide/{m}"] = torch.sigmoid(self.scorers[m](feats[m].detach()))  # (B, D)
         return out
 
     def loss(
@@ -127,7 +136,8 @@ class AMF(FusionModel):
             if self.lambda_guidance > 0 and self.training:
                 # Eq. 10: the target |dL^k/da^k| is a constant: no gradient flows through it.
                 (grad,) = torch.autograd.grad(loss_m, out[f"features/{m}"], retain_graph=True)  # (B, D)
-                guide = (1.0 - F.cosine_similarity(out[f"alpha/{m}"], grad.detach().abs(), dim=1)).mean()
+                alpha = out.get(f"alpha_guide/{m}", out[f"alpha/{m}"])  # (B, D)
+                guide = (1.0 - F.cosine_similarity(alpha, grad.detach().abs(), dim=1)).mean()
                 total = total + self.lambda_guidance * guide
                 parts[f"loss_guide/{m}"] = guide.detach()
         parts["loss"] = total.detach()

@@ -312,6 +312,7 @@ def robustness_for_run(
     batch_size: int = 0, log=print,
 ) -> list[dict]:  # fmt: skip
     """Run the study (or reuse the one already logged to the run) and log table, CSV and plot to `robustness/`."""
+    from farm.data.perturb import conditions
     from farm.data.store import FrameStore
     from farm.evaluate import robustness
 
@@ -323,7 +324,7 @@ def robustness_for_run(
         log(robustness.to_markdown(rows, title))
         return rows
     store = FrameStore(data)
-    conds = robustness.conditions(ensemble.spec.modalities)
+    conds = conditions(ensemble.spec.modalities)
     t0 = time.time()
     counts = robustness.evaluate(ensemble, store, conds, batch_size=batch_size, seed=seed, stride=stride,
                                  progress=lambda s: log(f"robustness: {s}"))  # fmt: skip

@@ -6,9 +6,10 @@ import torch
 
 from farm.checkpoints import InputSpec, Predictions
 from farm.config import BP4D_AUS, unflatten
+from farm.data.perturb import Condition, conditions, perturb
 from farm.data.store import FrameStore
 from farm.evaluate import robustness
-from farm.evaluate.inference import Condition, FoldEnsemble, ModelInputError, perturb
+from farm.evaluate.inference import FoldEnsemble, ModelInputError
 from farm.models import build_model
 
 SIZE, CROP = 20, 16
@@ -84,10 +85,10 @@ def test_noise_is_seeded_and_scaled():
 
 
 def test_conditions_follow_the_paper():
-    two = robustness.conditions(("visual", "depth"))
+    two = conditions(("visual", "depth"))
     assert [c.name for c in two[:3]] == ["clean", "missing visual", "missing depth"]
     assert len(two) == 1 + 2 + 3 * 4  # noise on each modality and on both, at 4 sigmas
-    three = robustness.conditions(("visual", "depth", "thermal"))
+    three = conditions(("visual", "depth", "thermal"))
     assert sum(c.kind == "missing" for c in three) == 3 + 3  # each modality and each pair
     assert len(three) == 1 + 6 + 4 * 4
 
@@ -95,7 +96,7 @@ def test_conditions_follow_the_paper():
 def test_robustness_table_shape_and_files(tiny_dataset, tmp_path):
     store = FrameStore(tiny_dataset)
     ens = _ensemble(store, "late")
-    conds = robustness.conditions(ens.spec.modalities)
+    conds = conditions(ens.spec.modalities)
     counts = robustness.evaluate(ens, store, conds, batch_size=8)
     assert set(counts) == {"P1", "P2"} and all(c.shape == (12, 4) for c in counts["P1"].values())
     # each fold is tested on its own test subjects only

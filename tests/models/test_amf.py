@@ -133,3 +133,34 @@ def test_eval_modes_are_deterministic_and_differ():
     assert torch.equal(argmax(x)["probs"], argmax(x)["probs"])
     assert argmax(x)["fused_logits"].shape[1] == 1
     assert not torch.equal(mean(x)["probs"], argmax(x)["probs"])
+
+
+def test_a_frames_evaluation_vote_does_not_depend_on_its_batch():
+    """Issue 13: the K-sample noise is drawn once per call and shared, so neighbours do not move a frame."""
+    m = _amf(**{"amf.eval_mode": "mean", "amf.num_samples": 8}).eval()
+    x, _, _ = _batch()
+    n = next(iter(x.values())).shape[0]
+    with torch.no_grad():
+        together = m(x)["probs"]
+        for i in range(n):
+            alone = m({k: v[i : i + 1] for k, v in x.items()})["probs"]
+            assert torch.allclose(alone[0], together[i], atol=1e-6), i
+        flipped = m({k: v.flip(0) for k, v in x.items()})["probs"]
+        assert torch.allclose(flipped.flip(0), together, atol=1e-6)
+        doubled = m({k: torch.cat([v, v.flip(0)]) for k, v in x.items()})["probs"]
+        assert torch.allclose(doubled[:n], together, atol=1e-6)
+
+
+def test_guidance_can_train_the_scorer_only():
+    """amf.guidance_backbone=false: Eq. 10 moves g^k, never the backbone."""
+    only_guidance = {"amf.lambda_fused": 0.0, "amf.lambda_modality": 0.0, "amf.lambda_guidance": 1.0}
+    grads = {}
+    for flag in (True, False):
+        m = _amf(**only_guidance, **{"amf.guidance_backbone": flag})
+        m.train()
+        x, target, mask = _batch()
+        loss, _ = m.loss(m(x), target, mask)
+        loss.backward()
+        grads[flag] = sum(float(p.grad.abs().sum()) for p in m.backbones.parameters() if p.grad is not None)
+        assert m.scorers["visual"].weight.grad.abs().sum() > 0
+    assert grads[True] > 0 and grads[False] == 0
