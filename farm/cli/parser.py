@@ -247,7 +247,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "validation metric and report its per-AU test F1, mean ± std over folds, with the data, split and "
         "preprocessing each number came from. With --paper, the paper's table sits beside it, its AU columns "
         "relabelled to the BP4D set the numbers belong to (DOMAIN.md section 2). Writes report.md, report.csv "
-        "and report.png.",
+        "report.png and robustness.png (missing and noisy modalities per method, from the validation measures and "
+        "any promoted model's test study, beside the paper's Fig. 4/5 numbers).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  farm report --sweep smoke-20261124-101500\n"
         "  farm report --sweep amf-bp4d --sweep baselines-bp4d --paper bp4d --out reports/bp4d",

@@ -58,7 +58,7 @@ def conditions(modalities: tuple[str, ...] | list[str], sigmas: tuple[float, ...
     out = [Condition("clean")]
     for k in range(1, min(2, len(mods) - 1) + 1):
         out += [Condition("missing", combo) for combo in itertools.combinations(mods, k)]
-    for target in [(m,) for m in mods] + [mods]:
+    for target in [(m,) for m in mods] + ([mods] if len(mods) > 1 else []):  # 'all' once, for 2+
         out += [Condition("noise", target, s) for s in sigmas]
     return out
 

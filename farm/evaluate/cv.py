@@ -44,6 +44,21 @@ def aggregate_folds(folds: list[dict[str, Any]], aus: list[str] | tuple[str, ...
     return out
 
 
+def objective_metrics(
+    modalities: tuple[str, ...], val_robustness: tuple[str, ...], sigmas: tuple[float, ...]
+) -> list[str]:
+    """The cv/val_* metrics a trial reports: the names a search may optimise (`sweep.objective`)."""
+    from farm.data.perturb import conditions, metric_suffix
+
+    kinds = set(val_robustness)
+    names = ["cv/val_f1_mean"]
+    conds = [c for c in conditions(modalities, sigmas) if c.kind in kinds]
+    names += [f"cv/val_f1_{metric_suffix(c)}" for c in conds]
+    if any(c.kind == "missing" for c in conds):
+        names.append("cv/val_f1_missing_worst")
+    return names
+
+
 def aggregate_robustness(folds: list[dict[str, Any]]) -> dict[str, float]:
     """cv/val_f1_<condition> means over folds (conditions every fold measured) and cv/val_f1_missing_worst."""
     robust = [f.get("val_robustness") or {} for f in folds]
@@ -54,3 +69,20 @@ def aggregate_robustness(folds: list[dict[str, Any]]) -> dict[str, float]:
     if missing:
         out["cv/val_f1_missing_worst"] = float(min(missing))
     return out
+
+
+def pareto_front(points: list[list[float]]) -> list[int]:
+    """Indices of the non-dominated points (every objective maximised; a point with a NaN is never on the front).
+
+    A point is dominated when another is at least as good on every objective and better on one.
+    """
+    ok = [i for i, p in enumerate(points) if all(np.isfinite(p))]
+    front = []
+    for i in ok:
+        p = points[i]
+        dominated = any(
+            all(q >= v for q, v in zip(points[j], p)) and any(q > v for q, v in zip(points[j], p)) for j in ok if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return front

@@ -5,6 +5,12 @@ turns them into numbers (`build_report`), Markdown, CSV and a PNG (`write_report
 tables live in `paper_tables.yaml`, their columns relabelled with the BP4D AU set (DOMAIN.md
 section 2: the paper prints DISFA's headers above BP4D numbers).
 
+The robustness section (the paper's Fig. 4 and 5): each trial's validation F1 under the robustness
+conditions (`cv/val_f1_<condition>`, measured at each fold's best epoch on its validation subjects),
+the test-subject study of a promoted model of that trial where one was logged, and the numbers the
+paper's text states (`fig4` / `fig5` in `paper_tables.yaml`); written to robustness.png, and into
+report.md and report.csv beside the per-AU tables.
+
 Units: `MethodResult.fold_f1` holds F1 in [0, 1] as logged; reports, CSV and plot are in percent.
 """
 
@@ -26,9 +32,10 @@ PAPER_TABLES = ("bp4d", "bp4dplus")
 FUSION_LABELS = {"amf": "AMF", "late": "late fusion", "early": "early fusion", "cam": "ResNet-18+CAM",
                  "mtut": "MTUT", "temt": "TEMT-Net"}  # fmt: skip
 FUSION_ORDER = ("single", "early", "late", "cam", "mtut", "temt", "amf")  # the paper's row order
-CSV_FIELDS = ("source", "method", "fusion", "modalities", "au", "f1_mean_pct", "f1_std_pct", "num_folds",
+CSV_FIELDS = ("section", "source", "method", "fusion", "modalities", "au", "f1_mean_pct", "f1_std_pct", "num_folds",
               "paper_f1_pct", "paper_method", "sweep", "trial", "run_id", "data_hash", "split_hashes",
-              "partitions_hash")  # fmt: skip
+              "partitions_hash", "condition", "kind", "sigma", "f1", "delta", "split")  # fmt: skip
+NOT_MEASURED = "not measured"
 
 
 class ReportError(ValueError):
@@ -75,6 +82,116 @@ def load_paper_table(which: str) -> PaperTable:
                       tuple(doc["printed_headers"]), rows)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class RobustCondition:
+    """A robustness condition: 'clean', 'missing' (modalities zeroed) or 'noise' (Gaussian of std sigma).
+
+    The report's own small copy of farm.data.perturb.Condition (that module imports torch); `name`
+    is the same text, so report.csv's `condition` matches the study's robustness.csv.
+    """
+
+    kind: str
+    modalities: tuple[str, ...] = ()
+    sigma: float = 0.0
+
+    @property
+    def name(self) -> str:
+        if self.kind == "clean":
+            return "clean"
+        target = "+".join(self.modalities)
+        return f"missing {target}" if self.kind == "missing" else f"noise {target} sigma={self.sigma:g}"
+
+    @property
+    def label(self) -> str:
+        """As the Markdown table shows it: 'clean', 'visual missing', 'visual+depth missing'."""
+        return "clean" if self.kind == "clean" else f"{'+'.join(self.modalities)} missing"
+
+
+def parse_condition(suffix: str, modalities: tuple[str, ...] = ()) -> RobustCondition | None:
+    """A metric suffix of farm.data.perturb.metric_suffix -> the condition; None for other names.
+
+    'missing_depth', 'missing_depth-thermal', 'noise_visual_0.5', 'noise_visual-depth_0.5' (the target
+    is the modalities joined with '-'); 'noise_all_0.5' (an older name) is noise on `modalities`.
+    'missing_worst' (a derived minimum, not a condition) gives None.
+    """
+    kind, _, rest = suffix.partition("_")
+    if kind == "missing" and rest and rest != "worst":
+        return RobustCondition("missing", tuple(rest.split("-")))
+    if kind == "noise":
+        target, _, sigma = rest.rpartition("_")
+        try:
+            value = float(sigma)
+        except ValueError:
+            return None
+        if target and math.isfinite(value):
+            mods = tuple(modalities) if target == "all" and modalities else tuple(target.split("-"))
+            return RobustCondition("noise", mods, value)
+    return None
+
+
+def condition_from_row(row: dict) -> RobustCondition | None:
+    """A row of farm robustness's robustness.csv (kind, modalities joined with '+', sigma) -> the condition."""
+    kind = str(row.get("kind", ""))
+    if kind not in ("clean", "missing", "noise"):
+        return None
+    mods = tuple(m for m in str(row.get("modalities", "")).split("+") if m)
+    try:
+        sigma = float(row.get("sigma", 0.0) or 0.0) if kind == "noise" else 0.0
+    except ValueError:
+        return None
+    return RobustCondition(kind, () if kind == "clean" else mods, sigma)
+
+
+@dataclass(frozen=True)
+class PaperRobustRow:
+    """One method of the paper's Fig. 4 / Fig. 5 as section 4.4.3 states it (percent; absent = not stated)."""
+
+    method: str
+    fusion: str
+    clean: float | None
+    clean_from: str
+    missing: dict[tuple[str, ...], float]
+    """missing modalities -> F1 (%)."""
+    noise_worst: tuple[float, float] | None = None
+    """(sigma, F1 %) of the lowest point with noise on one modality (Fig. 5), where the text states it."""
+
+
+@dataclass(frozen=True)
+class PaperRobustness:
+    table: str
+    """The --paper table these figures go with ('bp4d')."""
+    fig4_title: str
+    fig5_title: str
+    modalities: tuple[str, ...]
+    rows: tuple[PaperRobustRow, ...]
+
+    def row_for(self, fusion: str) -> PaperRobustRow | None:
+        return next((r for r in self.rows if r.fusion == fusion), None)
+
+
+def load_paper_robustness(which: str) -> PaperRobustness | None:
+    """The paper's Fig. 4 and 5 numbers for table `which` ('bp4d'); None where the paper has none (BP4D+)."""
+    if which not in PAPER_TABLES:
+        raise ReportError(f"unknown paper table {which!r}; valid: {', '.join(PAPER_TABLES)}")
+    doc = yaml.safe_load(PAPER_FILE.read_text())
+    fig4, fig5 = doc.get("fig4") or {}, doc.get("fig5") or {}
+    if fig4.get("table") != which:
+        return None
+    worst = {r["fusion"]: r["worst_single_modality_noise"] for r in fig5.get("rows", ())
+             if fig5.get("table") == which and r.get("worst_single_modality_noise")}  # fmt: skip
+    rows = []
+    for r in fig4["rows"]:
+        w = worst.pop(r["fusion"], None)
+        rows.append(PaperRobustRow(r["method"], r["fusion"], r.get("clean"), r.get("clean_from", ""),
+                                   {tuple(m["modalities"]): float(m["f1"]) for m in r.get("missing", ())},
+                                   (float(w["sigma"]), float(w["f1"])) if w else None))  # fmt: skip
+    for r in fig5.get("rows", ()):  # a Fig. 5 method the text gives no Fig. 4 number for
+        if r["fusion"] in worst:
+            w = worst[r["fusion"]]
+            rows.append(PaperRobustRow(r["method"], r["fusion"], None, "", {}, (float(w["sigma"]), float(w["f1"]))))
+    return PaperRobustness(which, fig4["title"], fig5.get("title", ""), tuple(fig4["modalities"]), tuple(rows))
+
+
 def fusion_label(spec: str) -> str:
     """'amf' -> 'AMF', 'single:depth' -> 'ResNet-18 (depth)'; unknown specs are shown as they are."""
     if spec.startswith("single:"):
@@ -104,6 +221,21 @@ class MethodResult:
     logged_test_f1_mean: float = math.nan
     """The parent run's cv/test_f1_mean, to check the report's Avg against."""
     git_sha: str = ""
+    val_f1_clean: float = math.nan
+    """cv/val_f1_mean: the fold mean of the best epoch's clean validation F1, what the conditions change."""
+    val_robustness: dict[str, float] = field(default_factory=dict)
+    """Metric suffix ('missing_depth', 'noise_visual-depth_0.5', see parse_condition) -> the fold mean of the
+    best epoch's validation F1 under that condition, in [0, 1] (the run's cv/val_f1_<suffix>); empty = not
+    measured (a sweep from before validation robustness, or train.val_robustness off)."""
+    test_robustness: tuple[dict, ...] = ()
+    """Rows of a `farm robustness` study of this trial's fold models on their test subjects (robustness.csv:
+    kind, modalities, sigma, f1_mean, ...); empty = none found."""
+    test_robustness_source: str = ""
+    """Where the study was read from (model version, run), shown beside its numbers."""
+    test_robustness_run: str = ""
+    """The run id holding the study (a promotion run, or the trial's own run)."""
+    test_robustness_note: str = ""
+    """Why no study is shown when one was looked for and not read (e.g. an unreachable artifact store)."""
 
     @property
     def label(self) -> str:
@@ -143,6 +275,100 @@ def summarize_method(method: MethodResult, aus: tuple[str, ...], paper: PaperTab
                          paper.row_for(method.fusion) if paper else None)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class RobustRow:
+    """One condition of one method: our validation F1, the test study's F1 (fractions; NaN = none) and the paper's."""
+
+    condition: RobustCondition
+    val: float = math.nan
+    test: float = math.nan
+    paper: float | None = None
+    """Percent, as the paper's text states it; None = not stated (or no paper row for this method)."""
+
+
+@dataclass(frozen=True)
+class MethodRobustness:
+    """A method's robustness numbers: clean, each missing-modality condition, each noise condition."""
+
+    method: MethodResult
+    clean: RobustRow
+    missing: tuple[RobustRow, ...]
+    noise: tuple[RobustRow, ...]
+    paper: PaperRobustRow | None = None
+    """The paper's Fig. 4/5 numbers placed beside this method (same fusion and modalities)."""
+    paper_not_placed: str = ""
+    """Why the paper has the fusion but its numbers are not placed beside ours."""
+
+    @property
+    def measured(self) -> bool:
+        """Whether the trial logged any validation robustness metric."""
+        return any(math.isfinite(r.val) for r in (*self.missing, *self.noise))
+
+    @property
+    def has_test_study(self) -> bool:
+        return any(math.isfinite(r.test) for r in (self.clean, *self.missing, *self.noise))
+
+    def noise_targets(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(dict.fromkeys(r.condition.modalities for r in self.noise))
+
+
+def _canonical(c: RobustCondition, order: tuple[str, ...]) -> RobustCondition:
+    """Modalities in the method's order (known ones first) and sigma rounded, so val, test and paper keys meet."""
+    rank = {m: i for i, m in enumerate(order)}
+    mods = tuple(sorted(c.modalities, key=lambda m: (rank.get(m, len(rank)), m)))
+    return RobustCondition(c.kind, mods, round(float(c.sigma), 6))
+
+
+def _sort_key(c: RobustCondition, order: tuple[str, ...]) -> tuple:
+    rank = {m: i for i, m in enumerate(order)}
+    return len(c.modalities), [rank.get(m, len(rank)) for m in c.modalities], c.modalities, c.sigma
+
+
+def summarize_robustness(method: MethodResult, paper: PaperRobustness | None = None) -> MethodRobustness:
+    """Our validation conditions, the test study's and the paper's, on one set of rows (missing: every
+    condition any of them has; a multimodal trial that measured none lists each modality missing)."""
+    order = tuple(method.modalities)
+    val: dict[RobustCondition, float] = {}
+    for suffix, v in method.val_robustness.items():
+        c = parse_condition(suffix, order)
+        if c is not None:
+            val[_canonical(c, order)] = float(v)
+    test: dict[RobustCondition, float] = {}
+    for row in method.test_robustness:
+        c = condition_from_row(row)
+        try:
+            value = float(row.get("f1_mean", math.nan))
+        except (TypeError, ValueError):
+            value = math.nan
+        if c is not None:
+            test[_canonical(c, order)] = value
+    placed, why = None, ""
+    prow = paper.row_for(method.fusion) if paper else None
+    if prow is not None:
+        if not order or set(order) == set(paper.modalities):
+            placed = prow
+        else:
+            why = (f"{method.label}: the paper's Fig. 4/5 numbers ({', '.join(paper.modalities)}) are not placed "
+                   f"beside ours ({', '.join(order)}): other modalities.")  # fmt: skip
+    pmiss = {}
+    for mods, f1 in placed.missing.items() if placed else ():
+        pmiss[_canonical(RobustCondition("missing", mods), order)] = f1
+    keys = {c for c in (*val, *test, *pmiss) if c.kind == "missing"}
+    if len(order) >= 2:  # what `farm sweep` measures for these modalities: each one (and pair) missing
+        keys |= {RobustCondition("missing", (m,)) for m in order}
+        if len(order) >= 3:
+            keys |= {RobustCondition("missing", (a, b)) for i, a in enumerate(order) for b in order[i + 1 :]}
+    missing = tuple(RobustRow(c, val.get(c, math.nan), test.get(c, math.nan), pmiss.get(c))
+                    for c in sorted(keys, key=lambda c: _sort_key(c, order)))  # fmt: skip
+    noise_keys = sorted({c for c in (*val, *test) if c.kind == "noise"}, key=lambda c: _sort_key(c, order))
+    noise = tuple(RobustRow(c, val.get(c, math.nan), test.get(c, math.nan)) for c in noise_keys)
+    clean = RobustCondition("clean")
+    clean_row = RobustRow(
+        clean, float(method.val_f1_clean), test.get(clean, math.nan), placed.clean if placed else None
+    )
+    return MethodRobustness(method, clean_row, missing, noise, placed, why)
+
+
 def _order(m: MethodResult) -> int:
     name = m.fusion.split(":", 1)[0]
     return FUSION_ORDER.index(name) if name in FUSION_ORDER else len(FUSION_ORDER)
@@ -157,7 +383,9 @@ def build_report(methods: list[MethodResult], aus: list[str] | tuple[str, ...], 
         raise ReportError("no AUs to report")
     aus = tuple(aus)
     rows = tuple(summarize_method(m, aus, paper) for m in sorted(methods, key=_order))
-    return Report(aus, rows, paper, store)
+    figures = load_paper_robustness(paper.name) if paper else None
+    robust = tuple(summarize_robustness(r.method, figures) for r in rows)
+    return Report(aus, rows, paper, store, robust, figures)
 
 
 def _pct(v: float | None, std: float | None = None) -> str:
@@ -174,12 +402,45 @@ def _num(v: float | None) -> str:
     return "" if v is None or not math.isfinite(v) else repr(float(v))
 
 
+def _round_pct(v: float | None) -> float | None:
+    """A fraction as the printed percent (one decimal); None when not finite."""
+    return None if v is None or not math.isfinite(v) else round(100 * v, 1)
+
+
+def _fmt(v: float | None) -> str:
+    return NOT_MEASURED if v is None else f"{v:.1f}"
+
+
+def _cell(v: float, clean: float | None = None, missing: str = NOT_MEASURED) -> str:
+    """'51.6 (-8.5)': percent, and the change against `clean` in points on the printed numbers."""
+    p = _round_pct(v)
+    if p is None:
+        return missing
+    c = _round_pct(clean)
+    return f"{p:.1f}" if c is None else f"{p:.1f} ({p - c:+.1f})"
+
+
+def _paper_cell(mr: MethodRobustness, r: RobustRow) -> str:
+    if mr.paper is None:
+        return "–"
+    if r.paper is None:
+        return "not stated"
+    if r is mr.clean:
+        return f"{r.paper:.1f}" + (" (Table 1)" if mr.paper.clean_from == "Table 1" else "")
+    c = mr.clean.paper
+    return f"{r.paper:.1f}" if c is None else f"{r.paper:.1f} ({r.paper - c:+.1f})"
+
+
 @dataclass(frozen=True)
 class Report:
     aus: tuple[str, ...]
     rows: tuple[MethodSummary, ...]
     paper: PaperTable | None = None
     store: str = ""
+    robustness: tuple[MethodRobustness, ...] = ()
+    """One per row, in the same order."""
+    figures: PaperRobustness | None = None
+    """The paper's Fig. 4/5 numbers that go with `paper` (None: no paper, or no figures for it)."""
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -263,6 +524,8 @@ class Report:
                              f"{_md(p.modal)} | {' | '.join(cells)} | {avg} |")  # fmt: skip
         lines += ["", "## AMF against the other methods (this report)", ""]
         lines += [f"- {s}" for s in self.comparisons()]
+        if self.robustness:
+            lines += ["", *self.robustness_markdown()]
         lines += ["", "## Notes", ""] + [f"- {_md(s)}" for s in self.notes()]
         lines += ["", "## Provenance", ""]
         for r in self.rows:
@@ -280,10 +543,13 @@ class Report:
         return "\n".join(lines)
 
     def to_csv(self, path: str | Path) -> Path:
-        """Long format, one row per (method, AU or 'Avg'); source 'farm' (ours) or 'paper' (published).
+        """Long format, percent; `section` says which table a row belongs to.
 
-        Percent. Farm rows carry the matching paper value in paper_f1_pct when the paper has the fusion;
-        paper rows carry their value in f1_mean_pct and leave std and folds empty.
+        section 'test_f1': one row per (method, AU or 'Avg'); source 'farm' (ours) or 'paper' (published).
+        Farm rows carry the matching paper value in paper_f1_pct when the paper has the fusion; paper rows
+        carry their value in f1_mean_pct and leave std and folds empty.
+        section 'robustness': the rows of `robustness_csv_rows` (condition, kind, modalities, sigma, f1, delta,
+        split); the per-AU columns are empty.
         """
         path = Path(path)
         with path.open("w", newline="") as fh:
@@ -291,8 +557,9 @@ class Report:
             w.writeheader()
             for r in self.rows:
                 m, p = r.method, r.paper
-                base = {"source": "farm", "method": m.label, "fusion": m.fusion, "modalities": " ".join(m.modalities),
-                        "num_folds": len(r.folds), "paper_method": f"{p.method} {p.modal}" if p else "",
+                base = {"section": "test_f1", "source": "farm", "method": m.label, "fusion": m.fusion,
+                        "modalities": " ".join(m.modalities), "num_folds": len(r.folds),
+                        "paper_method": f"{p.method} {p.modal}" if p else "",
                         "sweep": m.sweep, "trial": m.trial, "run_id": m.run_id, "data_hash": m.data_hash,
                         "split_hashes": ",".join(f"{k}:{v}" for k, v in sorted(m.split_hashes.items())),
                         "partitions_hash": m.partitions_hash}  # fmt: skip
@@ -304,11 +571,198 @@ class Report:
             for p in self.paper.rows if self.paper else ():
                 for au in (*self.paper.aus, "Avg"):
                     v = p.avg if au == "Avg" else p.f1.get(au)
-                    w.writerow({"source": "paper", "method": p.method, "fusion": p.fusion or "",
-                                "modalities": " ".join(p.modalities), "au": au, "f1_mean_pct": _num(v),
+                    w.writerow({"section": "test_f1", "source": "paper", "method": p.method,
+                                "fusion": p.fusion or "", "modalities": " ".join(p.modalities), "au": au,
+                                "f1_mean_pct": _num(v),
                                 "paper_method": f"{p.method} {p.modal}",
                                 "sweep": f"paper Table {self.paper.table} ({self.paper.dataset})"})  # fmt: skip
+            for row in self.robustness_csv_rows():
+                w.writerow({"section": "robustness", **row})
         return path
+
+    # -----------------------------------------------------------------------------------------
+    # robustness (the paper's Fig. 4 and 5)
+
+    def robustness_csv_rows(self) -> list[dict[str, str]]:
+        """Long format, percent: one row per measured (method, condition, split); split 'val' (our validation
+        subjects), 'test' (a test-subject study; run_id = the run holding it) or 'paper test' (source 'paper').
+        `modalities` is the condition's target joined with '+'; delta = F1 - clean F1 of the same split and
+        source, in points. Conditions not measured have no row."""
+        out: list[dict[str, str]] = []
+        for mr in self.robustness:
+            m = mr.method
+            for split, attr, run_id in (("val", "val", m.run_id), ("test", "test", m.test_robustness_run)):
+                clean = getattr(mr.clean, attr)
+                for r in (mr.clean, *mr.missing, *mr.noise):
+                    v = getattr(r, attr)
+                    if not math.isfinite(v):
+                        continue
+                    out.append(self._robust_row("farm", m.label, m.fusion, r.condition, 100 * v, 100 * (v - clean),
+                                                split, sweep=m.sweep, trial=m.trial, run_id=run_id))  # fmt: skip
+        if self.figures:
+            source = f"paper Fig. 4/5 ({self.paper.dataset if self.paper else self.figures.table})"
+            for p in self.figures.rows:
+                clean = RobustCondition("clean")
+                if p.clean is not None:
+                    out.append(self._robust_row("paper", p.method, p.fusion, clean, p.clean, 0.0, "paper test",
+                                                sweep=f"{source}; clean from {p.clean_from}"))  # fmt: skip
+                for mods, f1 in p.missing.items():
+                    delta = round(f1 - p.clean, 1) if p.clean is not None else math.nan  # both printed to 0.1
+                    out.append(self._robust_row("paper", p.method, p.fusion, RobustCondition("missing", mods), f1,
+                                                delta, "paper test", sweep=source))  # fmt: skip
+                if p.noise_worst:
+                    sigma, f1 = p.noise_worst
+                    row = self._robust_row("paper", p.method, p.fusion, RobustCondition("noise", (), sigma), f1,
+                                           round(f1 - p.clean, 1) if p.clean is not None else math.nan, "paper test",
+                                           sweep=source)  # fmt: skip
+                    mods = "|".join(self.figures.modalities)
+                    row.update(kind="noise_worst", modalities=mods,
+                               condition=f"noise on one of {mods} (worst) sigma={sigma:g}")  # fmt: skip
+                    out.append(row)
+        return out
+
+    @staticmethod
+    def _robust_row(source: str, method: str, fusion: str, c: RobustCondition, f1: float, delta: float, split: str,
+                    **extra: str) -> dict[str, str]:  # fmt: skip
+        return {"source": source, "method": method, "fusion": fusion, "condition": c.name, "kind": c.kind,
+                "modalities": "+".join(c.modalities), "sigma": _num(c.sigma) if c.kind == "noise" else "",
+                "f1": _num(f1), "delta": _num(delta), "split": split, **extra}  # fmt: skip
+
+    def robustness_sentences(self) -> list[str]:
+        """One line per method: its validation F1 with each modality missing, against clean and, where the
+        single-modality method of the remaining modality is in the report, against that method's clean F1."""
+        singles = {mr.method.fusion.split(":", 1)[1]: mr for mr in self.robustness
+                   if mr.method.fusion.startswith("single:")}  # fmt: skip
+        out = []
+        for mr in self.robustness:
+            m = mr.method
+            order = tuple(m.modalities)
+            clean = _round_pct(mr.clean.val)
+            if len(order) == 1:
+                out.append(f"{m.label}: one modality, no missing-modality condition (clean validation F1 "
+                           f"{_fmt(clean)}).")  # fmt: skip
+                continue
+            if not mr.measured:
+                out.append(f"{m.label}: {NOT_MEASURED} (trial {m.trial} logged no cv/val_f1_missing_* or "
+                           "cv/val_f1_noise_* metric).")  # fmt: skip
+                continue
+            if not any(math.isfinite(r.val) for r in mr.missing):
+                out.append(f"{m.label}: missing modalities {NOT_MEASURED} (trial {m.trial} logged no "
+                           "cv/val_f1_missing_* metric).")  # fmt: skip
+                continue
+            parts = []
+            for r in mr.missing:
+                what = f"without {'+'.join(r.condition.modalities)}"
+                v = _round_pct(r.val)
+                if v is None:
+                    parts.append(f"{what} {NOT_MEASURED}")
+                    continue
+                bits = []
+                if clean is not None:
+                    d = v - clean  # on the printed numbers, as the table
+                    bits.append("unchanged at one decimal" if abs(d) < 0.05 else f"{d:+.1f} points")
+                rest = [x for x in order if x not in r.condition.modalities]
+                single = singles.get(rest[0]) if len(rest) == 1 else None
+                s_clean = _round_pct(single.clean.val) if single else None
+                if s_clean is not None:
+                    rel = "equal to" if abs(v - s_clean) < 0.05 else ("above" if v > s_clean else "below")
+                    bits.append(f"{rel} {single.method.label}'s clean validation F1 of {s_clean:.1f}")
+                parts.append(f"{what} {v:.1f}" + (f" ({'; '.join(bits)})" if bits else ""))
+            head = f"{m.label} (validation F1, clean {_fmt(clean)})"
+            out.append(f"{head}: {', '.join(parts)}.")
+        return out
+
+    def robustness_notes(self) -> list[str]:
+        n = ["Ours: F1 (%) of each fold's best epoch (chosen on the clean validation F1) on that fold's validation "
+             "subjects, which are carved from its training subjects and never its test subjects (so a search may "
+             "use these numbers); mean over folds: the trial run's cv/val_f1_mean (clean), cv/val_f1_missing_* "
+             "and cv/val_f1_noise_*. In brackets: the change against clean of the same column, in points (on the "
+             "printed numbers).",
+             "A missing modality is all zeros after [-1, 1] normalisation; noise is Gaussian of std σ added to "
+             "the normalised input of the named modalities, not clipped."]  # fmt: skip
+        if any(mr.has_test_study for mr in self.robustness):
+            n.append("Test study: `farm robustness` of a promoted model of the same trial (its fold models, each "
+                     "on its own fold's test subjects), read from the run named under 'Test studies'; it chose "
+                     "nothing.")  # fmt: skip
+        if self.figures:
+            dataset = self.paper.dataset if self.paper else self.figures.table
+            n.append(f"Paper column and Fig. 5 line: the AMF paper's Fig. 4 and 5 ({dataset}, "
+                     f"{' + '.join(self.figures.modalities)}). They are TEST-partition numbers of the paper; ours "
+                     "are validation-subject numbers: not measured on the same subjects (nor on the same data "
+                     "unless ours is that dataset). Only the numbers the text of the paper's section 4.4.3 states "
+                     "are shown ('not stated': the figure has the bar, the text does not give its value; nothing "
+                     "is read off a plot).")  # fmt: skip
+            table1 = [mr.paper.method for mr in self.robustness if mr.paper and mr.paper.clean_from == "Table 1"]
+            if table1:
+                n.append(f"Paper clean values of {', '.join(table1)}: the text does not state them; shown is the "
+                         "method's Table 1 Avg (marked 'Table 1').")  # fmt: skip
+        elif self.paper:
+            n.append(f"The paper reports its robustness study (Fig. 4, 5) on BP4D only: no paper numbers beside "
+                     f"the robustness rows for {self.paper.dataset}.")  # fmt: skip
+        n += [mr.paper_not_placed for mr in self.robustness if mr.paper_not_placed]
+        return n
+
+    def robustness_markdown(self) -> list[str]:
+        with_test = any(mr.has_test_study for mr in self.robustness)
+        figs = self.figures
+        lines = ["## Robustness: missing and noisy modalities (the paper's Fig. 4 and 5)", "",
+                 "### Missing modality", ""]  # fmt: skip
+        head = ["Method", "Condition", "Ours: validation F1 (fold mean)"]
+        head += ["Test study F1 (test subjects)"] if with_test else []
+        head += [f"Paper Fig. 4 ({self.paper.dataset if self.paper else figs.table}, test partitions)"] if figs else []
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for mr in self.robustness:
+            for r in (mr.clean, *mr.missing):
+                cells = [_md(mr.method.label), r.condition.label, _cell(r.val, None if r is mr.clean else mr.clean.val)]
+                if with_test:
+                    cells.append(_cell(r.test, None if r is mr.clean else mr.clean.test,
+                                       NOT_MEASURED if mr.has_test_study else "no study"))  # fmt: skip
+                if figs:
+                    cells.append(_paper_cell(mr, r))
+                lines.append("| " + " | ".join(cells) + " |")
+            if not mr.missing and len(mr.method.modalities) != 1:
+                lines.append(f"| {_md(mr.method.label)} | missing modalities | {NOT_MEASURED} |"
+                             + " |" * (len(head) - 3))  # fmt: skip
+        sigmas = sorted({r.condition.sigma for mr in self.robustness for r in mr.noise}) or [0.1, 0.2, 0.5, 0.8]
+        lines += ["", "### Noisy modality: F1 against σ", "",
+                  "| Method | Noise on | Split | clean | " + " | ".join(f"σ={s:g}" for s in sigmas) + " |",
+                  "|" + "---|" * (4 + len(sigmas))]  # fmt: skip
+        for mr in self.robustness:
+            label = _md(mr.method.label)
+            if not mr.noise:
+                lines.append(f"| {label} | – | validation | {_cell(mr.clean.val)} | "
+                             + " | ".join([NOT_MEASURED] * len(sigmas)) + " |")  # fmt: skip
+                continue
+            splits = [("validation", "val")] + ([("test study", "test")] if mr.has_test_study else [])
+            for target in mr.noise_targets():
+                by_sigma = {r.condition.sigma: r for r in mr.noise if r.condition.modalities == target}
+                name = "+".join(target) + (
+                    " (all)" if len(target) > 1 and len(target) == len(mr.method.modalities) else ""
+                )
+                for split, attr in splits:
+                    cells = [_cell(getattr(by_sigma[s], attr)) if s in by_sigma else NOT_MEASURED for s in sigmas]
+                    lines.append(f"| {label} | {name} | {split} | {_cell(getattr(mr.clean, attr))} | "
+                                 + " | ".join(cells) + " |")  # fmt: skip
+        placed = {mr.paper.fusion: mr.paper for mr in self.robustness if mr.paper}
+        for p in placed.values():  # the paper's rows beside a method of this report
+            if p.noise_worst:
+                sigma, f1 = p.noise_worst
+                lines += ["", f"Paper, Fig. 5 ({self.paper.dataset if self.paper else figs.table}, test partitions; "
+                          f"from the text of section 4.4.3): {_md(p.method)}'s lowest point with Gaussian noise on one "
+                          f"modality ({' or '.join(figs.modalities)}; the text does not say which) is F1 {f1:g} at "
+                          f"σ={sigma:g}; the text states no other point of the figure."]  # fmt: skip
+        lines += ["", "### Missing modality in words (validation subjects)", ""]
+        lines += [f"- {_md(s)}" for s in self.robustness_sentences()]
+        lines += ["", "### Test studies", ""]
+        for mr in self.robustness:
+            m = mr.method
+            if m.test_robustness:
+                lines.append(f"- {_md(m.label)}: {_md(m.test_robustness_source or m.test_robustness_run)}")
+            else:
+                lines.append(f"- {_md(m.label)}: none found for trial {_md(m.trial)}"
+                             + (f" ({_md(m.test_robustness_note)})" if m.test_robustness_note else ""))  # fmt: skip
+        lines += ["", "### Robustness notes", ""] + [f"- {_md(s)}" for s in self.robustness_notes()]
+        return lines
 
 
 def _compare(a: MethodSummary, b: MethodSummary) -> str:
@@ -369,13 +823,85 @@ def plot_report(report: Report, path: str | Path) -> Path:
     return Path(path)
 
 
+def plot_robustness(report: Report, path: str | Path) -> Path:
+    """Top: clean and missing-modality F1 per method (ours: bars, validation; test study: x; paper: hollow o).
+    Bottom: F1 against noise sigma, one panel per method (validation: solid, test study: dashed; the paper's
+    stated Fig. 5 point: hollow o). A condition not measured is marked in place of its bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rob = report.robustness
+    noisy = [mr for mr in rob if mr.noise or (mr.paper and mr.paper.noise_worst)]
+    ncols = max(1, len(noisy))
+    bars = [(mr, r) for mr in rob for r in (mr.clean, *mr.missing)]
+    fig = plt.figure(figsize=(max(8.0, 0.5 * len(bars) + 2, 3.2 * ncols), 8.0))
+    grid = fig.add_gridspec(2, ncols, height_ratios=(1.1, 1.0))
+    ax = fig.add_subplot(grid[0, :])
+    x = np.arange(len(bars), dtype=float) + np.repeat(np.arange(len(rob)), [1 + len(mr.missing) for mr in rob]) * 0.6
+    shown: set[str] = set()
+
+    def once(label: str) -> str:  # each marker kind in the legend once
+        out = "_nolegend_" if label in shown else label
+        shown.add(label)
+        return out
+
+    for i, (_, r) in enumerate(bars):
+        color = "#4c72b0" if r.condition.kind == "clean" else "#dd8452"
+        if math.isfinite(r.val):
+            ax.bar(x[i], 100 * r.val, 0.8, color=color)
+        else:
+            ax.text(x[i], 2, NOT_MEASURED, rotation=90, ha="center", va="bottom", fontsize=7, color="0.4")
+        if math.isfinite(r.test):
+            ax.plot(x[i], 100 * r.test, "x", color="k", ms=8, mew=2, label=once("test study (test subjects)"))
+        if r.paper is not None:
+            ax.plot(x[i], r.paper, "o", mfc="none", mec="k", ms=9, mew=1.5, label=once("paper (test partitions)"))
+    ax.set_xticks(x, [f"{mr.method.label}\n{r.condition.label}" for mr, r in bars], rotation=45, ha="right",
+                  fontsize=7)  # fmt: skip
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("F1 (%)")
+    ax.set_title("missing modality (zeros); bars: ours, validation subjects, mean over folds (blue: clean)")
+    if shown:
+        ax.legend(fontsize=7, loc="upper right")
+    if not noisy:
+        ax2 = fig.add_subplot(grid[1, 0])
+        ax2.text(0.5, 0.5, f"noise conditions: {NOT_MEASURED} in these trials", ha="center", va="center")
+        ax2.set_axis_off()
+    for j, mr in enumerate(noisy):
+        ax2 = fig.add_subplot(grid[1, j])
+        for k, target in enumerate(mr.noise_targets()):
+            pts = [r for r in mr.noise if r.condition.modalities == target]
+            for attr, style, split in (("val", "o-", "val"), ("test", "s--", "test study")):
+                xy = [(0.0, getattr(mr.clean, attr))] + [(r.condition.sigma, getattr(r, attr)) for r in pts]
+                xy = [(s, 100 * v) for s, v in xy if math.isfinite(v)]  # a line through the measured points
+                if any(s > 0 for s, _ in xy):
+                    ax2.plot(*zip(*xy), style, color=f"C{k % 10}", label=f"{'+'.join(target)} ({split})")
+        if mr.paper and mr.paper.noise_worst:
+            sigma, f1 = mr.paper.noise_worst
+            ax2.plot([sigma], [f1], "o", mfc="none", mec="k", ms=9, mew=1.5, label="paper: worst, noise on one")
+        if not mr.noise:
+            ax2.text(0.5, 0.5, f"{NOT_MEASURED} here", transform=ax2.transAxes, ha="center", va="center")
+        ax2.set_ylim(0, 100)
+        ax2.set_xlabel("noise σ (on [-1, 1] inputs)")
+        ax2.set_ylabel("F1 (%)")
+        ax2.set_title(f"{mr.method.label}: noise", fontsize=9)
+        ax2.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
-    """report.md, report.csv and report.png in out_dir (created); returns their paths by kind."""
+    """report.md, report.csv, report.png and robustness.png in out_dir (created); returns their paths by kind."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "report.md", "csv": out / "report.csv", "png": out / "report.png"}
-    with atomic_paths(*paths.values()) as (md, csv_path, png):  # all three, or the previous ones
+    paths = {"md": out / "report.md", "csv": out / "report.csv", "png": out / "report.png",
+             "robustness_png": out / "robustness.png"}  # fmt: skip
+    with atomic_paths(*paths.values()) as (md, csv_path, png, robust_png):  # all four, or the previous ones
         md.write_text(report.to_markdown() + "\n")
         report.to_csv(csv_path)
         plot_report(report, png)
+        plot_robustness(report, robust_png)
     return paths

@@ -6,15 +6,22 @@ the flat config; metrics `cv/...`; tags data_hash, split_hashes, partitions_hash
 a child run per fold (tag `mlflow.parentRunId`, tag `fold`; metrics `test/f1_<AU>`, ...).
 Parent status: FINISHED, KILLED (stopped by ASHA) or FAILED.
 
-`trial_runs` and `best_trial` are general (reports, promotion); `method_result` and
+`trial_runs` and `best_trial` are general (reports, promotion); `method_result`, `trial_test_study` and
 `report_sweeps` feed farm/evaluate/report.py.
+
+Robustness: a trial's parent run carries the fold means of its validation robustness
+(`cv/val_f1_missing_<m>`, `cv/val_f1_noise_<target>_<sigma>`, farm/evaluate/cv.py); a test-subject
+study (`farm robustness`) is the artifact `robustness/robustness.csv` of a promotion run of the
+trial (experiment `promote-<model>`, tag `trial_run_id`, farm/tracking/registry.py) or of the
+trial's own run (`farm robustness --run`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,11 @@ from farm.evaluate.report import MethodResult, Report, build_report, load_paper_
 from farm.tracking.mlflow import PARENT_TAG
 
 OBJECTIVE = "cv/val_f1_mean"
+VAL_ROBUSTNESS_PREFIX = "cv/val_f1_"
+ROBUSTNESS_CSV = "robustness/robustness.csv"
+"""Where `farm robustness` puts its table on a run (farm/tracking/registry.py: ROBUSTNESS_DIR)."""
+PROMOTE_PREFIX = "promote-"
+"""Promotion runs live in the experiment `promote-<model name>` (farm/tracking/registry.py)."""
 
 
 class SweepLookupError(ValueError):
@@ -202,7 +214,96 @@ def method_result(record: TrialRecord, metric: str = OBJECTIVE) -> MethodResult:
         data_description=describe_dataset(record.params.get("data.path", ""), data_hash),
         objective=record.metric(metric), objective_metric=metric, sweep=record.sweep, modalities=mods, aus=aus,
         logged_test_f1_mean=record.metric("cv/test_f1_mean"), git_sha=record.tags.get("git_sha", ""),
+        val_f1_clean=record.metric(OBJECTIVE), val_robustness=val_robustness(record),
     )  # fmt: skip
+
+
+def val_robustness(record: TrialRecord) -> dict[str, float]:
+    """{metric suffix: fold-mean validation F1} from the trial's cv/val_f1_missing_* and cv/val_f1_noise_* metrics.
+
+    cv/val_f1_missing_worst (the minimum of the others) is left out; an older trial has none: {}.
+    """
+    out = {}
+    for k, v in record.metrics.items():
+        suffix = k[len(VAL_ROBUSTNESS_PREFIX) :] if k.startswith(VAL_ROBUSTNESS_PREFIX) else ""
+        if suffix.startswith(("missing_", "noise_")) and suffix != "missing_worst" and math.isfinite(v):
+            out[suffix] = float(v)
+    return out
+
+
+@dataclass(frozen=True)
+class RobustnessStudy:
+    """A `farm robustness` study of a trial's fold models on their test subjects, as robustness.csv holds it."""
+
+    rows: tuple[dict, ...] = ()
+    source: str = ""
+    """Where it was read from: the model version(s) and the run."""
+    run_id: str = ""
+    note: str = ""
+    """Why none is given although one may exist (an artifact that could not be read)."""
+
+
+def _promotion_runs(client: MlflowClient, record: TrialRecord) -> list[Any]:
+    """Runs of the `promote-*` experiments whose trial_run_id tag is the trial's run, newest first."""
+    exp_ids, token = [], None
+    while True:
+        page = client.search_experiments(filter_string=f"name LIKE '{PROMOTE_PREFIX}%'", max_results=1000,
+                                         page_token=token)  # fmt: skip
+        exp_ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            break
+    if not exp_ids:
+        return []
+    runs = client.search_runs(exp_ids, filter_string=f"tags.trial_run_id = '{record.run_id}'",
+                              order_by=["attributes.start_time DESC"], max_results=1000)  # fmt: skip
+    return [r for r in runs if r.data.tags.get("farm.kind", "promotion") == "promotion"]
+
+
+def _versions_of_run(client: MlflowClient, run_id: str) -> str:
+    """'models:/NAME/VERSION, ...' registered from the run; '' when none (or the store has no registry)."""
+    try:
+        versions = client.search_model_versions(f"run_id = '{run_id}'")
+    except Exception:  # noqa: BLE001 - the label is optional; the run id is given anyway
+        return ""
+    return ", ".join(f"models:/{v.name}/{v.version}" for v in sorted(versions, key=lambda v: (v.name, int(v.version))))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def trial_test_study(client: MlflowClient, record: TrialRecord) -> RobustnessStudy:
+    """The trial's test-subject robustness study, if one was logged: on a promotion run of the trial (the
+    newest with a study), else on the trial's own run. None found: RobustnessStudy() (with a note if one could
+    not be read). Never raises for a missing or unreadable study (an artifact store that is not reachable from
+    here, a damaged file): the report shows "no study" and the note says why."""
+    notes = []
+    try:
+        promotions = _promotion_runs(client, record)
+    except Exception as e:  # noqa: BLE001 - a report without the test column, not no report
+        promotions = []
+        notes.append(f"promotion runs could not be searched: {type(e).__name__}: {_first_line(e)}")
+    for run_id, is_promotion in [(r.info.run_id, True) for r in promotions] + [(record.run_id, False)]:
+        folder = ROBUSTNESS_CSV.rsplit("/", 1)[0]
+        try:
+            if ROBUSTNESS_CSV not in {a.path for a in client.list_artifacts(run_id, folder)}:
+                continue
+            from farm.evaluate.robustness import read_csv
+
+            with tempfile.TemporaryDirectory() as d:
+                rows = tuple(read_csv(client.download_artifacts(run_id, ROBUSTNESS_CSV, d)))
+        except Exception as e:  # noqa: BLE001 - e.g. S3 without credentials here; the next run may have one
+            notes.append(f"{ROBUSTNESS_CSV} of run {run_id} could not be read: {type(e).__name__}: {_first_line(e)}")
+            continue
+        if is_promotion:
+            versions = _versions_of_run(client, run_id)
+            source = f"{versions + ', ' if versions else ''}promotion run {run_id}, {ROBUSTNESS_CSV}"
+        else:
+            source = f"the trial's own run {run_id} (farm robustness --run), {ROBUSTNESS_CSV}"
+        return RobustnessStudy(rows, source, run_id, "; ".join(notes))
+    return RobustnessStudy(note="; ".join(notes))
 
 
 def _dataset_modalities(path: str) -> tuple[str, ...]:
@@ -240,7 +341,12 @@ def report_sweeps(tracking_uri: str, sweeps: list[str], paper: str | None, out: 
                 best[fusion] = rec
     if not best:
         raise SweepLookupError(f"no FINISHED trial with a finite {metric} in {', '.join(sweeps)} ({tracking_uri})")
-    methods = [method_result(r, metric) for r in best.values()]
+    methods = []
+    for rec in best.values():
+        study = trial_test_study(client, rec)
+        methods.append(replace(method_result(rec, metric), test_robustness=study.rows,
+                               test_robustness_source=study.source, test_robustness_run=study.run_id,
+                               test_robustness_note=study.note))  # fmt: skip
     aus = tuple(dict.fromkeys(a for m in methods for a in m.aus))
     report = build_report(methods, aus, table, store=tracking_uri)
     return report, write_report(report, out)

@@ -1,13 +1,25 @@
 """farm.evaluate.report: numbers over folds, Markdown / CSV / PNG, and the paper's tables (pure: no MLflow)."""
 
 import csv
+import dataclasses
+import math
 
 import numpy as np
 import pytest
 import yaml
 
 from farm.config import BP4D_AUS
-from farm.evaluate.report import PAPER_FILE, MethodResult, ReportError, build_report, load_paper_table, write_report
+from farm.evaluate.report import (
+    PAPER_FILE,
+    MethodResult,
+    ReportError,
+    RobustCondition,
+    build_report,
+    load_paper_robustness,
+    load_paper_table,
+    parse_condition,
+    write_report,
+)
 
 FOLDS = ("P1", "P2", "P3")
 WRONG_HEADERS = ("AU5", "AU9", "AU20", "AU25", "AU26")
@@ -82,12 +94,12 @@ def test_csv_round_trips_and_files_are_written(tmp_path):
     report = build_report([method("amf", 0.25, 1), method("single:visual", 0.4, 2)], BP4D_AUS,
                           load_paper_table("bp4d"))  # fmt: skip
     paths = write_report(report, tmp_path / "out")
-    assert sorted(paths) == ["csv", "md", "png"] and all(p.exists() for p in paths.values())
+    assert sorted(paths) == ["csv", "md", "png", "robustness_png"] and all(p.exists() for p in paths.values())
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["png"].stat().st_size > 1000
     assert paths["md"].read_text().startswith("# AU detection report")
     with paths["csv"].open() as fh:
         rows = list(csv.DictReader(fh))
-    ours = {(r["fusion"], r["au"]): r for r in rows if r["source"] == "farm"}
+    ours = {(r["fusion"], r["au"]): r for r in rows if r["source"] == "farm" and r["section"] == "test_f1"}
     assert len(ours) == 2 * (len(BP4D_AUS) + 1)
     for r in report.rows:
         for au in BP4D_AUS:
@@ -97,7 +109,7 @@ def test_csv_round_trips_and_files_are_written(tmp_path):
             assert got["run_id"] == r.method.run_id and got["data_hash"] == "d1" and got["num_folds"] == "3"
         assert float(ours[(r.method.fusion, "Avg")]["f1_mean_pct"]) == pytest.approx(100 * r.avg_mean, abs=1e-12)
     assert ours[("amf", "AU24")]["paper_f1_pct"] == "52.0" and ours[("single:visual", "Avg")]["paper_f1_pct"] == "59.6"
-    paper = [r for r in rows if r["source"] == "paper"]
+    paper = [r for r in rows if r["source"] == "paper" and r["section"] == "test_f1"]
     assert len(paper) == 13 * 13 and {r["au"] for r in paper} == {*BP4D_AUS, "Avg"}
 
 
@@ -149,4 +161,237 @@ def test_a_failed_report_leaves_the_previous_files_whole(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="plotting failed"):
         write_report(build_report([method("late", 0.5, 2)], BP4D_AUS), tmp_path / "out")
     assert {k: p.read_bytes() for k, p in first.items()} == before  # md and csv were not replaced either
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.csv", "report.md", "report.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.csv", "report.md", "report.png",
+                                                                    "robustness.png"]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# robustness: validation conditions, test studies, the paper's Fig. 4 / 5
+
+AMF_VAL = {"missing_visual": 0.2013, "missing_depth": 0.516, "missing_worst": 0.2013, "noise_visual_0.1": 0.594,
+           "noise_visual_0.5": 0.502, "noise_depth_0.1": 0.6, "noise_depth_0.5": 0.581,
+           "noise_visual-depth_0.1": 0.552, "noise_visual-depth_0.5": 0.3}  # fmt: skip
+STUDY = (  # robustness.csv rows of a test-subject study, as farm.evaluate.robustness.read_csv returns them
+    {"condition": "clean", "kind": "clean", "modalities": "", "sigma": 0.0, "f1_mean": 0.58, "f1_std": 0.01,
+     "delta": 0.0},
+    {"condition": "missing visual", "kind": "missing", "modalities": "visual", "sigma": 0.0, "f1_mean": 0.19,
+     "f1_std": 0.02, "delta": -0.39},
+    {"condition": "missing depth", "kind": "missing", "modalities": "depth", "sigma": 0.0, "f1_mean": 0.5,
+     "f1_std": 0.02, "delta": -0.08},
+    {"condition": "noise visual+depth sigma=0.5", "kind": "noise", "modalities": "visual+depth", "sigma": 0.5,
+     "f1_mean": 0.28, "f1_std": 0.03, "delta": -0.3},
+)  # fmt: skip
+
+
+def robust(fusion, clean, val, mods=("visual", "depth"), seed=0, **kw):
+    """A method whose trial logged cv/val_f1_mean = clean and cv/val_f1_<suffix> = val[suffix]."""
+    return dataclasses.replace(method(fusion, clean, seed), modalities=mods, val_f1_clean=clean,
+                               val_robustness=dict(val), **kw)  # fmt: skip
+
+
+def with_study(m):
+    return dataclasses.replace(m, test_robustness=STUDY, test_robustness_run="promo1",
+                               test_robustness_source="models:/amf-bp4d/2, promotion run promo1")  # fmt: skip
+
+
+def line(md, method_label, condition):
+    """The Markdown table line of (method, condition)."""
+    found = [ln for ln in md.splitlines() if ln.startswith(f"| {method_label} | {condition} |")]
+    assert len(found) == 1, (method_label, condition, found)
+    return found[0]
+
+
+def test_parse_condition_reads_every_metric_name_the_engine_logs():
+    from farm.data.perturb import conditions, metric_suffix
+
+    for mods in (("visual", "depth"), ("visual", "depth", "thermal")):
+        conds = [c for c in conditions(mods) if c.kind != "clean"]
+        got = [parse_condition(metric_suffix(c), mods) for c in conds]
+        assert got == [RobustCondition(c.kind, c.modalities, c.sigma) for c in conds]
+        assert [g.name for g in got] == [c.name for c in conds]  # the text of robustness.csv's condition column
+    assert parse_condition("missing_visual-depth") == RobustCondition("missing", ("visual", "depth"))
+    assert parse_condition("noise_all_0.5", ("visual", "depth")) == RobustCondition("noise", ("visual", "depth"), 0.5)
+    for other in ("missing_worst", "mean", "std", "noise_visual_x", "noise_0.5", "clean"):
+        assert parse_condition(other, ("visual", "depth")) is None, other
+
+
+def test_robustness_table_values_equal_the_logged_metrics():
+    report = build_report([robust("amf", 0.601, AMF_VAL)], BP4D_AUS)
+    (mr,) = report.robustness
+    assert mr.clean.val == 0.601 and mr.measured and not mr.has_test_study
+    got = {r.condition.name: r.val for r in (*mr.missing, *mr.noise)}
+    assert got == {"missing visual": 0.2013, "missing depth": 0.516, "noise visual sigma=0.1": 0.594,
+                   "noise visual sigma=0.5": 0.502, "noise depth sigma=0.1": 0.6, "noise depth sigma=0.5": 0.581,
+                   "noise visual+depth sigma=0.1": 0.552, "noise visual+depth sigma=0.5": 0.3}  # fmt: skip
+    md = report.to_markdown()
+    assert "| Method | Condition | Ours: validation F1 (fold mean) |" in md  # no test or paper column here
+    assert line(md, "AMF", "clean") == "| AMF | clean | 60.1 |"
+    assert line(md, "AMF", "visual missing") == "| AMF | visual missing | 20.1 (-40.0) |"
+    assert line(md, "AMF", "depth missing") == "| AMF | depth missing | 51.6 (-8.5) |"
+    assert "| Method | Noise on | Split | clean | σ=0.1 | σ=0.5 |" in md
+    assert line(md, "AMF", "visual") == "| AMF | visual | validation | 60.1 | 59.4 | 50.2 |"
+    assert line(md, "AMF", "depth") == "| AMF | depth | validation | 60.1 | 60.0 | 58.1 |"
+    assert line(md, "AMF", "visual+depth (all)") == "| AMF | visual+depth (all) | validation | 60.1 | 55.2 | 30.0 |"
+    assert "never its test subjects" in md and "Paper column" not in md
+
+
+def test_paper_fig4_numbers_sit_beside_the_matching_rows():
+    methods = [robust("late", 0.55, {"missing_visual": 0.3, "missing_depth": 0.5}, seed=1),
+               robust("cam", 0.57, {"missing_visual": 0.31, "missing_depth": 0.52}, seed=2),
+               robust("early", 0.5, {"missing_visual": 0.2, "missing_depth": 0.45}, seed=3),
+               robust("amf", 0.601, AMF_VAL, seed=4)]  # fmt: skip
+    md = build_report(methods, BP4D_AUS, load_paper_table("bp4d")).to_markdown()
+    assert "| Paper Fig. 4 (BP4D, test partitions) |" in md
+    assert line(md, "AMF", "clean") == "| AMF | clean | 60.1 | 65.8 (Table 1) |"
+    assert line(md, "AMF", "visual missing") == "| AMF | visual missing | 20.1 (-40.0) | 60.7 (-5.1) |"
+    assert line(md, "AMF", "depth missing") == "| AMF | depth missing | 51.6 (-8.5) | 60.6 (-5.2) |"
+    assert line(md, "late fusion", "clean") == "| late fusion | clean | 55.0 | 61.1 |"
+    assert line(md, "late fusion", "visual missing") == "| late fusion | visual missing | 30.0 (-25.0) | 23.6 (-37.5) |"
+    assert line(md, "late fusion", "depth missing") == "| late fusion | depth missing | 50.0 (-5.0) | 48.8 (-12.3) |"
+    assert line(md, "ResNet-18+CAM", "visual missing").endswith("| 29.8 (-33.9) |")
+    assert line(md, "ResNet-18+CAM", "depth missing").endswith("| not stated |")  # the text gives no number
+    assert line(md, "early fusion", "visual missing").endswith("| 20.0 (-30.0) | – |")  # not in the figures
+    assert "AMF's lowest point with Gaussian noise on one modality" in md and "is F1 61 at σ=0.8" in md
+    assert "TEST-partition numbers of the paper; ours are validation-subject numbers" in md
+
+
+def test_paper_figures_are_placed_only_for_the_same_modalities_and_dataset():
+    amf3 = robust("amf", 0.6, {"missing_visual": 0.3}, mods=("visual", "depth", "thermal"))
+    report = build_report([amf3], BP4D_AUS, load_paper_table("bp4d"))
+    md = report.to_markdown()
+    assert line(md, "AMF", "visual missing") == "| AMF | visual missing | 30.0 (-30.0) | – |"
+    assert "are not placed beside ours (visual, depth, thermal)" in md and "60.7" not in md
+    assert "at σ=0.8" not in md and "Paper clean values" not in md  # the Fig. 5 line goes with a placed row
+    plus = build_report([robust("amf", 0.6, AMF_VAL)], BP4D_AUS, load_paper_table("bp4dplus"))
+    assert plus.figures is None and "Paper Fig. 4" not in plus.to_markdown()
+    assert "robustness study (Fig. 4, 5) on BP4D only" in plus.to_markdown()
+
+
+def test_paper_figures_hold_only_what_the_text_states():
+    figs, t1 = load_paper_robustness("bp4d"), load_paper_table("bp4d")
+    rows = {r.fusion: r for r in figs.rows}
+    assert set(rows) == {"late", "cam", "amf"} and figs.modalities == ("visual", "depth")
+    assert rows["late"].missing == {("visual",): 23.6, ("depth",): 48.8}
+    assert rows["cam"].missing == {("visual",): 29.8}  # depth missing is not stated
+    assert rows["amf"].missing == {("visual",): 60.7, ("depth",): 60.6}
+    for fusion, r in rows.items():  # 61.1 and 63.7 are stated; AMF's clean bar is not: its Table 1 Avg
+        assert r.clean == t1.row_for(fusion).avg, fusion
+    assert rows["amf"].clean_from == "Table 1" and rows["late"].clean_from == rows["cam"].clean_from == "section 4.4.3"
+    # "about 37.1% and 11.8% higher than the corresponding ResNet-18 model" (visual, depth missing)
+    gaps = [round(rows["amf"].missing[m] - rows["late"].missing[m], 1) for m in (("visual",), ("depth",))]
+    assert gaps == [37.1, 11.8]
+    assert rows["amf"].noise_worst == (0.8, 61.0) and rows["late"].noise_worst is None
+    assert load_paper_robustness("bp4dplus") is None
+
+
+def test_a_trial_without_robustness_metrics_reads_not_measured(tmp_path):
+    old = method("late", 0.4, 2)  # an older sweep: no cv/val_f1_missing_*, noise_* (nor the clean value read)
+    unknown = MethodResult("early", "t_early", "r_early", method("early", 0.4, 3).fold_f1)  # modalities unknown
+    report = build_report([old, unknown, robust("amf", 0.601, AMF_VAL)], BP4D_AUS, load_paper_table("bp4d"))
+    md = report.to_markdown()
+    assert line(md, "late fusion", "clean") == "| late fusion | clean | not measured | 61.1 |"
+    assert line(md, "late fusion", "visual missing") == "| late fusion | visual missing | not measured | 23.6 (-37.5) |"
+    assert line(md, "late fusion", "depth missing") == "| late fusion | depth missing | not measured | 48.8 (-12.3) |"
+    nm = "not measured"
+    assert line(md, "late fusion", "–") == f"| late fusion | – | validation | {nm} | {nm} | {nm} |"
+    assert line(md, "early fusion", "missing modalities") == "| early fusion | missing modalities | not measured | |"
+    assert "- late fusion: not measured (trial trial\\_late logged no cv/val\\_f1\\_missing\\_\\*" in md
+    assert line(md, "AMF", "visual missing").startswith("| AMF | visual missing | 20.1 (-40.0) |")
+    paths = write_report(report, tmp_path / "out")  # the plot copes with it too
+    assert paths["robustness_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with paths["csv"].open() as fh:
+        robust_rows = [r for r in csv.DictReader(fh) if r["section"] == "robustness" and r["source"] == "farm"]
+    assert {r["fusion"] for r in robust_rows} == {"amf"}  # nothing measured: no rows, not zeros
+
+
+def test_sentences_say_the_change_and_compare_with_the_single_modality_method():
+    amf = robust("amf", 0.601, AMF_VAL)
+    depth = robust("single:depth", 0.452, {"noise_depth_0.5": 0.4}, mods=("depth",))
+    report = build_report([amf, depth], BP4D_AUS)
+    assert report.robustness_sentences() == [
+        "ResNet-18 (depth): one modality, no missing-modality condition (clean validation F1 45.2).",
+        "AMF (validation F1, clean 60.1): without visual 20.1 (-40.0 points; below ResNet-18 (depth)'s clean "
+        "validation F1 of 45.2), without depth 51.6 (-8.5 points).",  # no single:visual in the report: no comparison
+    ]
+    amf3 = robust("amf", 0.6, {"missing_visual": 0.55, "missing_visual-depth": 0.5, "missing_depth": 0.6},
+                  mods=("visual", "depth", "thermal"))  # fmt: skip
+    thermal = robust("single:thermal", 0.48, {}, mods=("thermal",))
+    (_, s) = build_report([amf3, thermal], BP4D_AUS).robustness_sentences()
+    assert s == ("AMF (validation F1, clean 60.0): without visual 55.0 (-5.0 points), without depth 60.0 (unchanged "
+                 "at one decimal), without thermal not measured, without visual+depth 50.0 (-10.0 points; above "
+                 "ResNet-18 (thermal)'s clean validation F1 of 48.0), without visual+thermal not measured, without "
+                 "depth+thermal not measured.")  # fmt: skip
+
+
+def test_a_test_study_is_its_own_column():
+    report = build_report([with_study(robust("amf", 0.601, AMF_VAL)), robust("late", 0.55, {}, seed=1)], BP4D_AUS)
+    md = report.to_markdown()
+    assert "| Ours: validation F1 (fold mean) | Test study F1 (test subjects) |" in md
+    assert line(md, "AMF", "clean") == "| AMF | clean | 60.1 | 58.0 |"
+    assert line(md, "AMF", "visual missing") == "| AMF | visual missing | 20.1 (-40.0) | 19.0 (-39.0) |"
+    assert line(md, "late fusion", "visual missing") == "| late fusion | visual missing | not measured | no study |"
+    noise = [ln for ln in md.splitlines() if ln.startswith("| AMF | visual+depth (all) |")]
+    assert noise == ["| AMF | visual+depth (all) | validation | 60.1 | 55.2 | 30.0 |",
+                     "| AMF | visual+depth (all) | test study | 58.0 | not measured | 28.0 |"]  # fmt: skip
+    assert "- AMF: models:/amf-bp4d/2, promotion run promo1" in md
+    assert "- late fusion: none found for trial trial\\_late" in md
+
+
+def test_robustness_csv_round_trips_and_the_png_is_written(tmp_path):
+    amf = with_study(robust("amf", 0.601, AMF_VAL))
+    depth = robust("single:depth", 0.452, {"noise_depth_0.5": 0.4}, mods=("depth",), seed=5)
+    report = build_report([amf, method("late", 0.4, 2), depth], BP4D_AUS, load_paper_table("bp4d"))
+    paths = write_report(report, tmp_path / "out")
+    png = paths["robustness_png"]
+    assert png.name == "robustness.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 5000 and png.read_bytes() != paths["png"].read_bytes()
+    with paths["csv"].open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["section"] == "robustness"]
+    farm = {(r["fusion"], r["split"], r["condition"]): r for r in rows if r["source"] == "farm"}
+    expected = {}
+    for mr in report.robustness:
+        for split in ("val", "test"):
+            clean = getattr(mr.clean, split)
+            for r in (mr.clean, *mr.missing, *mr.noise):
+                if math.isfinite(getattr(r, split)):
+                    expected[(mr.method.fusion, split, r.condition.name)] = (getattr(r, split), clean)
+    assert set(farm) == set(expected) and len(farm) == len([r for r in rows if r["source"] == "farm"])
+    for key, (v, clean) in expected.items():
+        assert float(farm[key]["f1"]) == pytest.approx(100 * v, abs=1e-9), key
+        assert float(farm[key]["delta"]) == pytest.approx(100 * (v - clean), abs=1e-9), key
+    assert not any(k[0] == "late" for k in farm)  # not measured: no row
+    mv = farm[("amf", "val", "missing visual")]
+    assert (mv["kind"], mv["modalities"], mv["sigma"], float(mv["f1"])) == (
+        "missing",
+        "visual",
+        "",
+        pytest.approx(20.13),
+    )
+    assert mv["run_id"] == "run_amf" and farm[("amf", "test", "missing visual")]["run_id"] == "promo1"
+    nz = farm[("amf", "val", "noise visual+depth sigma=0.5")]
+    assert (nz["kind"], nz["modalities"], float(nz["sigma"]), float(nz["f1"])) == ("noise", "visual+depth", 0.5, 30.0)
+    assert float(farm[("amf", "test", "clean")]["f1"]) == pytest.approx(58.0)
+    paper = {(r["fusion"], r["condition"]): r for r in rows if r["source"] == "paper"}
+    assert len(paper) == 9 and {r["split"] for r in paper.values()} == {"paper test"}
+    assert (float(paper[("amf", "missing visual")]["f1"]), float(paper[("amf", "missing visual")]["delta"])) == (
+        60.7, -5.1)  # fmt: skip
+    assert float(paper[("late", "missing depth")]["f1"]) == 48.8 and float(paper[("cam", "clean")]["f1"]) == 63.7
+    (worst,) = [r for r in paper.values() if r["kind"] == "noise_worst"]
+    assert (worst["fusion"], float(worst["sigma"]), float(worst["f1"])) == ("amf", 0.8, 61.0)
+
+
+def test_a_failed_robustness_plot_leaves_the_previous_files_whole(tmp_path, monkeypatch):
+    from farm.evaluate import report as report_mod
+
+    first = write_report(build_report([robust("amf", 0.601, AMF_VAL)], BP4D_AUS), tmp_path / "out")
+    before = {k: p.read_bytes() for k, p in first.items()}
+
+    def broken(report, path):
+        raise RuntimeError("robustness plot failed")
+
+    monkeypatch.setattr(report_mod, "plot_robustness", broken)
+    with pytest.raises(RuntimeError, match="robustness plot failed"):
+        write_report(build_report([with_study(robust("amf", 0.5, AMF_VAL, seed=9))], BP4D_AUS), tmp_path / "out")
+    assert {k: p.read_bytes() for k, p in first.items()} == before  # md, csv and report.png were not replaced
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.csv", "report.md", "report.png",
+                                                                    "robustness.png"]  # fmt: skip

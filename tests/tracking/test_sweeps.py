@@ -1,5 +1,6 @@
 """farm.tracking.sweeps on a real sqlite MLflow store laid out as `farm sweep` writes it."""
 
+import csv
 import math
 import shutil
 
@@ -19,15 +20,23 @@ from farm.tracking.sweeps import (
     method_result,
     report_sweeps,
     trial_runs,
+    trial_test_study,
 )
 
 FOLDS = ("P1", "P2", "P3")
 T0 = 1_700_000_000_000  # ms
+# the validation robustness conditions of a visual + depth fold (farm.data.perturb.metric_suffix), two sigmas
+VAL_CONDITIONS = ("missing_visual", "missing_depth", "noise_visual_0.1", "noise_visual_0.5", "noise_depth_0.1",
+                  "noise_depth_0.5", "noise_visual-depth_0.1", "noise_visual-depth_0.5")  # fmt: skip
 
 
-def fold_results(seed):
-    """FoldResult-like dicts with per-AU counts; AU24 has no known label in fold P2 (F1 NaN, not logged)."""
+def fold_results(seed, robust=False):
+    """FoldResult-like dicts with per-AU counts; AU24 has no known label in fold P2 (F1 NaN, not logged).
+
+    robust: each fold also measured its best epoch on its validation subjects under VAL_CONDITIONS (an older
+    sweep did not)."""
     rng = np.random.default_rng(seed)
+    rng_robust = np.random.default_rng(seed + 1000)  # the other numbers stay what they were without
     out = []
     for i, fold in enumerate(FOLDS):
         counts = rng.integers(0, 40, (len(BP4D_AUS), 4))  # (A, 4) tp fp fn tn
@@ -35,17 +44,20 @@ def fold_results(seed):
             counts[-1] = 0
         out.append({"fold": fold, "test": summarize(counts, BP4D_AUS), "val": {"f1_mean": float(rng.uniform(0.3, 0.6))},
                     "split": {"hash": f"s{seed}{i}", "partitions_hash": "parts1"}, "data_hash": "data1"})  # fmt: skip
+        if robust:
+            out[-1]["val_robustness"] = {f"val/f1_{c}": float(rng_robust.uniform(0.05, 0.6)) for c in VAL_CONDITIONS}
     return out
 
 
 def add_trial(client, exp_id, trial, fusion, seed, start, status="FINISHED", val=None, data_path="/nonexistent/data",
-              folds=True):  # fmt: skip
+              folds=True, robust=False):  # fmt: skip
     """A parent run and its fold runs, logged the way farm/sweep/worker.py logs them (RunTracker)."""
-    results = fold_results(seed)
+    results = fold_results(seed, robust)
     parent = client.create_run(exp_id, run_name=trial, start_time=start,
                                tags={"trial": trial, "sweep": "sw", "git_sha": "abc123"}).info.run_id  # fmt: skip
     pt = RunTracker(client, parent)
-    pt.log_params({"model.fusion": fusion, "data.aus": BP4D_AUS, "data.path": data_path, "data.modalities": ""})
+    pt.log_params({"model.fusion": fusion, "data.aus": BP4D_AUS, "data.path": data_path,
+                   "data.modalities": "visual,depth" if robust else ""})  # fmt: skip
     for r in results if folds else []:
         kid = client.create_run(exp_id, run_name=f"{trial}-{r['fold']}", start_time=start + 1,
                                 tags={PARENT_TAG: parent, "fold": r["fold"], "trial": trial}).info.run_id  # fmt: skip
@@ -56,6 +68,8 @@ def add_trial(client, exp_id, trial, fusion, seed, start, status="FINISHED", val
             {"test/f1_mean": r["test"]["f1_mean"], **{f"test/f1_{a}": v for a, v in r["test"]["f1"].items()}}
         )
         kt.log_metrics({f"test/count_{k}_{a}": c[k] for a, c in r["test"]["counts"].items() for k in c})
+        if r.get("val_robustness"):
+            kt.log_metrics(r["val_robustness"])  # the engine logs them once, at the end of the fold
         kt.set_tags({"split.train": "F001 M001", "split.val": "F002", "split.test": "M002", "best_epoch": 1,
                      "split_hash": r["split"]["hash"], "data_hash": r["data_hash"]})  # fmt: skip
         kt.finish("FINISHED" if status == "FINISHED" else "KILLED")
@@ -79,7 +93,7 @@ def template(tmp_path_factory):
     client = MlflowClient(f"sqlite:///{path}")
     exp = client.create_experiment("sw")
     ids = {
-        "amf": add_trial(client, exp, "t_amf", "amf", 1, T0, val=0.50),
+        "amf": add_trial(client, exp, "t_amf", "amf", 1, T0, val=0.50, robust=True),
         "late": add_trial(client, exp, "t_late", "late", 2, T0 + 10, val=0.60),
         "late_tie": add_trial(client, exp, "t_late2", "late", 3, T0 + 20, val=0.60),
         "killed": add_trial(client, exp, "t_killed", "amf", 4, T0 + 30, status="KILLED"),
@@ -163,7 +177,8 @@ def test_method_result_describes_the_dataset_when_it_is_here(store, tiny_dataset
 def test_report_sweeps_avg_equals_the_logged_cv_test_f1(store, tmp_path):
     uri, client, ids = store
     report, paths = report_sweeps(uri, ["sw"], "bp4d", tmp_path / "report")
-    assert {k: p.name for k, p in paths.items()} == {"md": "report.md", "csv": "report.csv", "png": "report.png"}
+    assert {k: p.name for k, p in paths.items()} == {"md": "report.md", "csv": "report.csv", "png": "report.png",
+                                                     "robustness_png": "robustness.png"}  # fmt: skip
     assert [r.method.run_id for r in report.rows] == [ids["late"], ids["amf"]]
     for r in report.rows:
         logged = client.get_run(r.method.run_id).data.metrics
@@ -183,3 +198,132 @@ def test_report_sweeps_checks_its_inputs(tmp_path, store):
     with pytest.raises(SweepLookupError, match="no MLflow store"):
         report_sweeps(f"sqlite:///{tmp_path / 'missing.db'}", ["sw"], None, tmp_path / "r")
     assert not (tmp_path / "missing.db").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# robustness: the validation conditions on the trial's run, a promoted model's test study
+
+
+def cv_robustness(client, run_id):
+    """The trial run's cv/val_f1_missing_* and cv/val_f1_noise_* metrics by suffix (missing_worst left out)."""
+    logged = client.get_run(run_id).data.metrics
+    return {k[len("cv/val_f1_") :]: v for k, v in logged.items()
+            if k.startswith(("cv/val_f1_missing_", "cv/val_f1_noise_")) and k != "cv/val_f1_missing_worst"}  # fmt: skip
+
+
+def write_study(folder, level):
+    """robustness.csv (with its .md and .png) as farm.evaluate.robustness.write writes a test-subject study."""
+    from farm.evaluate.robustness import write
+
+    conds = [("clean", "clean", "", 0.0), ("missing visual", "missing", "visual", 0.0),
+             ("missing depth", "missing", "depth", 0.0), ("noise visual sigma=0.5", "noise", "visual", 0.5),
+             ("noise visual+depth sigma=0.5", "noise", "visual+depth", 0.5)]  # fmt: skip
+    rows = []
+    for i, (cond, kind, mods, sigma) in enumerate(conds):
+        f1 = level - 0.05 * i
+        rows.append({"condition": cond, "kind": kind, "modalities": mods, "sigma": sigma, "f1_mean": f1,
+                     "f1_std": 0.01, **{f"f1_{f}": f1 for f in FOLDS}, "delta": f1 - level})  # fmt: skip
+    write(rows, folder, title=folder.name)
+    return rows
+
+
+def log_study(client, exp_id, tmp_path, trial_run_id, level, name="study", start=T0 + 100):
+    """A promotion run of the trial (registry.py's tags) holding robustness/robustness.csv."""
+    run = client.create_run(exp_id, run_name=f"amf-synth<-{name}", start_time=start,
+                            tags={"trial_run_id": trial_run_id, "farm.kind": "promotion"})  # fmt: skip
+    rows = write_study(tmp_path / name, level)
+    client.log_artifacts(run.info.run_id, str(tmp_path / name), "robustness")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id, rows
+
+
+def test_method_result_reads_the_validation_robustness(store):
+    _, client, ids = store
+    records = trial_runs(client, "sw")
+    amf = method_result(best_trial(records, fusion="amf"))
+    logged = cv_robustness(client, ids["amf"])
+    assert set(logged) == set(VAL_CONDITIONS)  # aggregate_folds wrote them all
+    assert amf.val_robustness == logged and amf.val_f1_clean == 0.5  # cv/val_f1_mean as logged
+    folds = fold_results(1, robust=True)
+    for c in VAL_CONDITIONS:  # the fold mean of the child runs' val/f1_<condition>
+        assert amf.val_robustness[c] == pytest.approx(np.mean([f["val_robustness"][f"val/f1_{c}"] for f in folds]))
+    late = method_result(best_trial(records, fusion="late"))
+    assert late.val_robustness == {} and late.test_robustness == ()  # an older sweep: nothing measured
+
+
+def test_report_sweeps_robustness_equals_the_logged_metrics(store, tmp_path):
+    uri, client, ids = store
+    report, paths = report_sweeps(uri, ["sw"], "bp4d", tmp_path / "report")
+    amf, late = {mr.method.fusion: mr for mr in report.robustness}["amf"], report.robustness[0]
+    logged = cv_robustness(client, ids["amf"])
+    assert {f"{r.condition.kind}_{'-'.join(r.condition.modalities)}" + (f"_{r.condition.sigma:g}" if
+            r.condition.kind == "noise" else ""): r.val for r in (*amf.missing, *amf.noise)} == logged  # fmt: skip
+    md = paths["md"].read_text()
+    clean = round(100 * 0.5, 1)
+    for m in ("visual", "depth"):
+        v = round(100 * logged[f"missing_{m}"], 1)
+        paper = {"visual": "60.7 (-5.1)", "depth": "60.6 (-5.2)"}[m]
+        assert f"| AMF | {m} missing | {v:.1f} ({v - clean:+.1f}) | {paper} |" in md
+    assert late.method.fusion == "late" and not late.measured
+    assert "| late fusion | visual missing | not measured | 23.6 (-37.5) |" in md
+    assert "- late fusion: not measured (trial t\\_late logged no cv/val\\_f1\\_missing" in md
+    with paths["csv"].open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["section"] == "robustness" and r["source"] == "farm"]
+    by_cond = {r["condition"]: r for r in rows if r["fusion"] == "amf" and r["split"] == "val"}
+    assert float(by_cond["missing depth"]["f1"]) == pytest.approx(100 * logged["missing_depth"], abs=1e-9)
+    assert float(by_cond["noise visual+depth sigma=0.1"]["f1"]) == pytest.approx(
+        100 * logged["noise_visual-depth_0.1"], abs=1e-9)  # fmt: skip
+    assert {r["fusion"] for r in rows if r["condition"] != "clean"} == {"amf"}  # late: clean only
+    assert paths["robustness_png"].stat().st_size > 5000
+
+
+def test_report_sweeps_reads_the_test_study_of_a_promoted_model_of_the_trial(store, tmp_path):
+    uri, client, ids = store
+    exp = client.create_experiment("promote-amf-synth", artifact_location=str(tmp_path / "artifacts"))
+    run_id, rows = log_study(client, exp, tmp_path, ids["amf"], 0.45)
+    client.create_registered_model("amf-synth")
+    client.create_model_version("amf-synth", source=str(tmp_path / "artifacts" / run_id / "artifacts" / "model"),
+                                run_id=run_id,
+                                tags={"trial_run_id": ids["amf"], "promotion_run_id": run_id})  # fmt: skip
+    # another trial's model, newer: not late's study, nor amf's
+    log_study(client, exp, tmp_path, ids["late_tie"], 0.3, name="decoy", start=T0 + 150)
+    report, paths = report_sweeps(uri, ["sw"], None, tmp_path / "report")
+    amf = {mr.method.fusion: mr for mr in report.robustness}["amf"]
+    assert amf.has_test_study and amf.method.test_robustness_run == run_id
+    study = {r["condition"]: r["f1_mean"] for r in rows}
+    got = {r.condition.name: r.test for r in (amf.clean, *amf.missing, *amf.noise) if math.isfinite(r.test)}
+    assert got == pytest.approx(study)
+    md = paths["md"].read_text()
+    assert f"- AMF: models:/amf-synth/1, promotion run {run_id}, robustness/robustness.csv" in md
+    (visual,) = [ln for ln in md.splitlines() if ln.startswith("| AMF | visual missing |")]
+    assert visual.endswith("| 40.0 (-5.0) |")  # the test study's own column (no paper column here)
+    assert "- late fusion: none found for trial t\\_late" in md  # the decoy belongs to t_late2
+    with paths["csv"].open() as fh:
+        test_rows = [r for r in csv.DictReader(fh) if r["section"] == "robustness" and r["split"] == "test"]
+    assert {(r["fusion"], r["condition"]): float(r["f1"]) for r in test_rows} == pytest.approx(
+        {("amf", c): 100 * v for c, v in study.items()})  # fmt: skip
+    assert {r["run_id"] for r in test_rows} == {run_id}
+
+
+def test_trial_test_study_prefers_a_readable_promotion_study_and_falls_back_to_the_trials_run(store, tmp_path):
+    uri, client, _ = store
+    exp = client.create_experiment("sw-art", artifact_location=str(tmp_path / "sw-art"))
+    trial = add_trial(client, exp, "t_art", "amf", 7, T0, robust=True)
+    rec = best_trial(trial_runs(client, "sw-art"))
+    assert trial_test_study(client, rec).rows == ()  # nothing logged: no study, no error
+    own_rows = write_study(tmp_path / "own", 0.4)
+    client.log_artifacts(trial, str(tmp_path / "own"), "robustness")  # `farm robustness --run` on the trial's run
+    found = trial_test_study(client, rec)
+    assert found.run_id == trial and "the trial's own run" in found.source
+    assert [r["f1_mean"] for r in found.rows] == pytest.approx([r["f1_mean"] for r in own_rows])
+    promo = client.create_experiment("promote-amf-art", artifact_location=str(tmp_path / "promo-art"))
+    good, _ = log_study(client, promo, tmp_path, trial, 0.35, name="good", start=T0 + 200)
+    assert trial_test_study(client, rec).run_id == good  # a promoted model's study comes first
+    bad = client.create_run(promo, tags={"trial_run_id": trial, "farm.kind": "promotion"}, start_time=T0 + 300)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "robustness.csv").write_text("condition,kind,modalities,sigma,f1_mean\nclean,clean,,0,oops\n")
+    client.log_artifacts(bad.info.run_id, str(tmp_path / "bad"), "robustness")
+    found = trial_test_study(client, rec)  # the newest study cannot be read: the next one, and a note
+    assert found.run_id == good and f"run {bad.info.run_id} could not be read" in found.note
+    report, paths = report_sweeps(uri, ["sw-art"], "bp4d", tmp_path / "report")
+    assert report.robustness[0].method.test_robustness_run == good and paths["md"].exists()
