@@ -28,9 +28,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     check_writable(args.out)  # before any input is read; the file itself is replaced only on success
     mlflow.set_tracking_uri(tracking_uri(args))
-    if Path(args.model).exists():  # MLflow "model from code": loading runs the directory's Python
-        print(f"loading model code from {Path(args.model).resolve()} (its model_code.py and code/ run as you; "
-              "load only models you or your team wrote; docs/registry.md)", flush=True)  # fmt: skip
+    where = Path(args.model).resolve() if Path(args.model).exists() else args.model
+    # MLflow "model from code": loading runs the model's own Python, from a directory or from the artifact store
+    print(f"loading model code from {where} (its model_code.py and code/ run as you; load only models from stores "
+          "you and your team control; docs/registry.md)", flush=True)  # fmt: skip
     model = mlflow.pyfunc.load_model(args.model)
     spec = model.unwrap_python_model().ensemble.spec
     if args.data:

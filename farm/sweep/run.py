@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.config import flatten
-from farm.sweep.space import SearchSpace, load_space
+from farm.sweep.space import SearchSpace, load_space, objectives
 
 OBJECTIVE = "cv/val_f1_mean"
 TRIAL_CPU = 0.05
@@ -113,12 +113,21 @@ def check_plan(space: SearchSpace, opts: SweepOptions) -> tuple[dict[str, Any], 
     from farm.models import fusion_modalities
 
     fusions = next((p.choices for p in space.params if p.key == "model.fusion"), None) or [base.model.fusion]
+    from farm.evaluate.cv import objective_metrics
+    from farm.sweep.space import SpaceError, check_objectives, objectives
+
+    wanted = objectives(space.sweep, space.path)
     for fusion in fusions:  # e.g. temt on three modalities: refused now, not in a worker an hour later
         try:
-            fusion_modalities(str(fusion), base.data.modalities, store.meta.modality_names)
+            mods = fusion_modalities(str(fusion), base.data.modalities, store.meta.modality_names)
         except (KeyError, ValueError) as e:
             msg = e.args[0] if isinstance(e, KeyError) else str(e)
             raise SweepError(f"{space.path}: model.fusion {fusion}: {msg}") from None
+        available = objective_metrics(mods, base.train.val_robustness, base.train.val_noise_sigmas)
+        try:  # e.g. cv/val_f1_missing_thermal on visual + depth data, or robustness switched off
+            check_objectives(wanted, available, space.path + (f" (model.fusion {fusion})" if len(fusions) > 1 else ""))
+        except SpaceError as e:
+            raise SweepError(str(e)) from None
     return flatten(base), folds
 
 
@@ -139,13 +148,17 @@ class DefineByRun:
 
 
 def make_trainable(base_flat: dict[str, Any], folds: list[str], opts: SweepOptions, exp_id: str, resources: dict,
-                   relay: bool = False):  # fmt: skip
-    """The Tune function trainable: one TorchTrainer whose workers are the folds."""
+                   relay: bool = False, objectives: tuple[str, ...] = (OBJECTIVE,)):  # fmt: skip
+    """The Tune function trainable: one Ray Train run whose workers are the folds.
+
+    A DataParallelTrainer with no backend: the folds never communicate, so no torch.distributed process
+    group is formed (no TCPStore listening on every address, no NCCL group between folds that may
+    share a GPU)."""
 
     def run_trial(config: dict[str, Any]) -> None:
         from ray import tune
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
+        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
         from farm.config import unflatten
         from farm.sweep.worker import RESULT_FILE, FoldMeanCallback, fold_worker, trial_flat
@@ -161,13 +174,13 @@ def make_trainable(base_flat: dict[str, Any], folds: list[str], opts: SweepOptio
         tracking["parent_run_id"] = parent
         RunTracker(client, parent).log_params(flat)
         final_epoch = int(flat["train.epochs"]) + 1
-        trainer = TorchTrainer(
+        trainer = DataParallelTrainer(
             fold_worker,
             train_loop_config={"flat": flat, "folds": folds, "threads": resources["threads"], "tracking": tracking},
             scaling_config=ScalingConfig(num_workers=len(folds), use_gpu=resources["gpu"],
                                          resources_per_worker=resources["per_fold"]),
             run_config=RunConfig(name=trial, storage_path=str(Path(opts.storage) / opts.name / "train"),
-                                 callbacks=[FoldMeanCallback(flat["data.aus"], final_epoch, tracking)],
+                                 callbacks=[FoldMeanCallback(flat["data.aus"], final_epoch, tracking, objectives)],
                                  failure_config=FailureConfig(max_failures=opts.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
         )  # fmt: skip
@@ -220,6 +233,8 @@ class Progress:
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 v = result.get(OBJECTIVE, float("nan"))
+                if result.get("final") and result.get("failed"):
+                    return  # a fold diverged: the trial errors next, and on_trial_error says why
                 if result.get("final"):
                     self.done.add(trial.trial_id)
                     if math.isfinite(v) and v > self.best:
@@ -234,9 +249,9 @@ class Progress:
 
             def on_trial_error(self, iteration, trials, trial, **info):
                 self.failed.add(trial.trial_id)
-                _log(
-                    f"trial {trial.trial_id} FAILED ({trial.error_file or 'see its error file'}) | {self._status(trials)}"
-                )
+                why = (trial.last_result or {}).get("failed")  # a divergence: its folds' messages
+                _log(f"trial {trial.trial_id} FAILED{f': {why}' if why else ''} "
+                     f"({trial.error_file or 'see its error file'}) | {self._status(trials)}")  # fmt: skip
 
         return _Progress()
 
@@ -273,12 +288,12 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not ray.is_initialized():
+        from farm.sweep.cluster import join_cluster, start_local_ray
+
         if opts.address:
-            ray.init(address=opts.address, log_to_driver=False)
-        else:
-            temp = os.environ.get("FARM_RAY_TEMP_DIR")  # tests keep Ray's sockets and logs in their tmp dir
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     **({"_temp_dir": temp} if temp else {}))  # fmt: skip
+            join_cluster(opts.address)
+        else:  # a new Ray of its own, on 127.0.0.1 only (tests keep its sockets and logs in FARM_RAY_TEMP_DIR)
+            start_local_ray(os.environ.get("FARM_RAY_TEMP_DIR"), log=_log)
     resources = plan_resources(len(folds), max_concurrent, opts)
     from farm.tracking.relay import needs_relay, start_relay
 
@@ -291,29 +306,40 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
     _log(f"MLflow: {opts.tracking_uri}, experiment {opts.name!r}")
     epochs = int(base_flat["train.epochs"])
     trainable = tune.with_resources(
-        make_trainable(base_flat, folds, opts, exp_id, resources, relay), {"CPU": TRIAL_CPU}
+        make_trainable(base_flat, folds, opts, exp_id, resources, relay, tuple(objectives(space.sweep, space.path))),
+        {"CPU": TRIAL_CPU},
     )
     storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}")
     grid = space.sweep.get("sampler", "tpe") == "grid"
     sampler = (optuna.samplers.GridSampler({p.key: list(p.choices) for p in space.params}, seed=opts.seed) if grid
-               else optuna.samplers.TPESampler(seed=opts.seed))  # fmt: skip
-    searcher = ConcurrencyLimiter(
-        OptunaSearch(DefineByRun(space), metric=OBJECTIVE, mode="max", study_name=opts.name, storage=storage,
-                     sampler=sampler),
+               else optuna.samplers.TPESampler(seed=opts.seed))  # TPE handles one objective or several  # fmt: skip
+    objs = objectives(space.sweep, space.path)
+    client.set_experiment_tag(exp_id, "objective", ",".join(objs))  # farm promote picks by the first one
+    searcher = ConcurrencyLimiter(  # always a list: Optuna sees only each trial's final values (no pruning)
+        OptunaSearch(DefineByRun(space), metric=objs, mode=["max"] * len(objs), study_name=opts.name,
+                     storage=storage, sampler=sampler),
         max_concurrent=max_concurrent,
     )  # fmt: skip
+    # ASHA stops trials per epoch on the first objective, and only if that one is measured every epoch;
     # an ablation grid reports every cell: no early stopping of trials
-    scheduler = None if grid else ASHAScheduler(
-        time_attr="epoch", max_t=epochs + 2, grace_period=min(epochs, int(space.sweep.get("grace_period", 1))),
-        reduction_factor=int(space.sweep.get("reduction_factor", 3)))  # fmt: skip
+    asha = not grid and objs[0] == OBJECTIVE
+    scheduler = ASHAScheduler(
+        time_attr="epoch", metric=objs[0], mode="max", max_t=epochs + 2,
+        grace_period=min(epochs, int(space.sweep.get("grace_period", 1))),
+        reduction_factor=int(space.sweep.get("reduction_factor", 3))) if asha else None  # fmt: skip
+    if len(objs) > 1 or objs[0] != OBJECTIVE:
+        stopping = (f"ASHA stops trials on {objs[0]} only" if asha else "no ASHA (grid)" if grid
+                    else f"no ASHA: {objs[0]} is measured once per trial, after training")  # fmt: skip
+        front = "; Pareto front at the end" if len(objs) > 1 else ""
+        _log(f"objective{'s' * (len(objs) > 1)}: {', '.join(objs)} (maximised{front}); {stopping}")
+
     run_config = tune.RunConfig(name=opts.name, storage_path=opts.storage, verbose=0, callbacks=[Progress(trials)])
     if opts.resume and tune.Tuner.can_restore(str(sweep_dir)):
         _log(f"resuming sweep {opts.name} from {sweep_dir}")
         tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, resume_errored=False)
     else:
         tuner = tune.Tuner(trainable, run_config=run_config,
-                           tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=trials,
-                                                       metric=OBJECTIVE, mode="max"))  # fmt: skip
+                           tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=trials))  # fmt: skip
     grid = tuner.fit()
     rows = leaderboard(grid)
     close_stopped_runs(client, exp_id, rows)
@@ -328,10 +354,14 @@ def leaderboard(grid) -> list[dict[str, Any]]:
         m = r.metrics or {}
         trial = m.get("trial_id") or (Path(r.path).name if r.path else "?")
         failed = r.error or m.get("failed")
+        reason = str(m.get("failed") or "")  # the folds' divergence messages (worker.FoldMeanCallback)
+        if failed and not reason:  # another error: the last line of the trial's exception
+            err = getattr(r.error, "cause", None) or r.error
+            reason = ([s.strip() for s in str(err).splitlines() if s.strip()] or [type(err).__name__])[-1]
         row = {"trial": trial, "status": "failed" if failed else ("finished" if m.get("final") else "stopped"),
                "val": m.get(OBJECTIVE, float("nan")), "test": m.get("cv/test_f1_mean", float("nan")),
                "test_std": m.get("cv/test_f1_std", float("nan")), "epoch": m.get("epoch"), "folds": {},
-               "config": dict(r.config or {})}  # fmt: skip
+               "config": dict(r.config or {}), "reason": reason}  # fmt: skip
         if m.get("results"):
             row["folds"] = {f["fold"]: f["test"]["f1_mean"] for f in json.loads(m["results"])}
         rows.append(row)
@@ -340,14 +370,28 @@ def leaderboard(grid) -> list[dict[str, Any]]:
 
 
 def close_stopped_runs(client, exp_id: str, rows: list[dict[str, Any]]) -> None:
-    """Trials stopped by ASHA leave RUNNING MLflow runs: mark them (and their folds) KILLED, with the reason."""
+    """Trials stopped by ASHA leave RUNNING MLflow runs: mark them (and their folds) KILLED, with the reason.
+
+    A failed trial whose runs are still RUNNING (an error other than a divergence, which the worker
+    records itself: e.g. its fold group failed more than `max_failures` times) is marked FAILED,
+    with the error as its `failure` tag.
+    """
     from farm.tracking.mlflow import find_run
 
     for row in rows:
-        if row["status"] != "stopped":
+        if row["status"] not in ("stopped", "failed"):
             continue
         parent = find_run(client, exp_id, row["trial"])
         if parent is None:
+            continue
+        if row["status"] == "failed":
+            if client.get_run(parent).info.status != "RUNNING":
+                continue  # the worker marked it FAILED with the divergence
+            for run in client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"):
+                if run.info.status == "RUNNING":
+                    client.set_terminated(run.info.run_id, "FAILED")
+            client.set_tag(parent, "failure", row.get("reason") or "the trial failed (see its Tune error file)")
+            client.set_terminated(parent, "FAILED")
             continue
         for run in client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"):
             if run.info.status == "RUNNING":
@@ -357,6 +401,8 @@ def close_stopped_runs(client, exp_id: str, rows: list[dict[str, Any]]) -> None:
 
 
 def format_leaderboard(rows: list[dict[str, Any]], opts: SweepOptions, folds: list[str], top: int = 5) -> str:
+    import re
+
     lines = [f"\nsweep {opts.name}: top trials by fold-mean validation F1 (the objective; test F1 is reported, never optimised)",
              f"{'trial':14s} {'status':9s} {'val F1':>7s} {'test F1 mean ± std':>19s}  " + " ".join(f"{f:>6s}" for f in folds)]  # fmt: skip
     for r in rows[:top]:
@@ -364,6 +410,11 @@ def format_leaderboard(rows: list[dict[str, Any]], opts: SweepOptions, folds: li
         test = f"{100 * r['test']:6.1f} ± {100 * r['test_std']:4.1f}" if math.isfinite(r["test"]) else "-"
         val = f"{100 * r['val']:7.1f}" if math.isfinite(r["val"]) else f"{'-':>7s}"
         lines.append(f"{r['trial']:14s} {r['status']:9s} {val} {test:>19s}  {per}")
+        if r["status"] == "failed":  # why, in short: the first failing fold (each fold's reason is in MLflow)
+            first, *more = re.split(r"; (?=fold )", r.get("reason") or "see the trial's error file")
+            short = first if len(first) <= 160 else first[:157] + "..."
+            more_folds = f" (and {len(more)} more fold{'s' * (len(more) > 1)})" if more else ""
+            lines.append(f"{'':14s} ^ {short}{more_folds}")
     store = opts.tracking_uri
     ui = (f"mlflow ui --backend-store-uri {store} --host 127.0.0.1 --port 5000" if store.startswith("sqlite")
           else f"open {store}")  # fmt: skip

@@ -17,6 +17,7 @@ sweep:                         # defaults of `farm sweep` options (the command l
   folds: [P1, P2, P3]
   grace_period: 2              # ASHA: epochs before a trial may be stopped
   reduction_factor: 3
+  objective: cv/val_f1_mean    # or any cv/val_* metric, or a list: multi-objective (Pareto front)
 ```
 
 Every key must name a config field (once: a repeated key is an error, not an override); ranges
@@ -37,7 +38,8 @@ from farm.config import Config, ConfigError, YamlError, _field_types, coerce, lo
 SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 KINDS = ("float", "int", "choice")
 SWEEP_KEYS = {"trials": int, "max_concurrent": int, "folds": list, "grace_period": int, "reduction_factor": int,
-              "sampler": str}  # fmt: skip
+              "sampler": str, "objective": (str, list)}  # fmt: skip
+DEFAULT_OBJECTIVE = "cv/val_f1_mean"
 SAMPLERS = ("tpe", "grid")
 """tpe: Optuna TPE with ASHA early stopping; grid: every combination of `choice` params once, none
 stopped early (ablation tables)."""
@@ -161,7 +163,10 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         if key not in SWEEP_KEYS:
             raise SpaceError(f"{where}: sweep key {key!r} unknown (known: {', '.join(SWEEP_KEYS)})")
         if not isinstance(value, SWEEP_KEYS[key]) or isinstance(value, bool):
-            raise SpaceError(f"{where}: sweep.{key} must be {SWEEP_KEYS[key].__name__}, got {value!r}")
+            kind = " or ".join(t.__name__ for t in SWEEP_KEYS[key]) if isinstance(SWEEP_KEYS[key], tuple) else (
+                SWEEP_KEYS[key].__name__)  # fmt: skip
+            raise SpaceError(f"{where}: sweep.{key} must be {kind}, got {value!r}")
+    objectives(sweep, where)  # names checked here; against the data's modalities at plan time
     params = tuple(_param(where, k, v, types) for k, v in space.items())
     sampler = sweep.get("sampler", "tpe")
     if sampler not in SAMPLERS:
@@ -183,6 +188,34 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     except ConfigError as e:
         raise SpaceError(f"{where}: {e}") from None
     return result
+
+
+def objectives(sweep: dict[str, Any], where: str = "sweep") -> list[str]:
+    """`sweep.objective` as a list of metric names to maximise (default [cv/val_f1_mean]).
+
+    Only validation metrics (`cv/val_...`) may be optimised: a test-partition number in the objective
+    would make the reported test F1 optimistic. Whether a name is measured (e.g. a modality the data
+    lacks) is checked at plan time, `check_objectives`.
+    """
+    value = sweep.get("objective", DEFAULT_OBJECTIVE)
+    names = [value] if isinstance(value, str) else list(value)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise SpaceError(f"{where}: sweep.objective must be a metric name or a non-empty list of them, got {value!r}")
+    for n in names:
+        if not n.startswith("cv/val_") or "test" in n:
+            raise SpaceError(f"{where}: sweep.objective {n!r}: only cross-validation validation metrics (cv/val_...) "
+                             "may be optimised; test-partition numbers are reported, never searched")  # fmt: skip
+    if len(set(names)) != len(names):
+        raise SpaceError(f"{where}: sweep.objective repeats a metric: {names}")
+    return names
+
+
+def check_objectives(names: list[str], available: list[str], where: str) -> None:
+    """Every objective must be a metric the trials will report (e.g. missing a modality the data has)."""
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise SpaceError(f"{where}: sweep.objective {unknown[0]!r} is not a metric these trials report; "
+                         f"choose from: {', '.join(available)}")  # fmt: skip
 
 
 def grid_size(space: SearchSpace) -> float:

@@ -29,6 +29,67 @@ from farm.evaluate.cv import aggregate_folds
 
 RESULT_FILE = "result.json"
 ROUND_FILE = "round.json"
+EPOCH_KEY = "train/loss"
+"""Logged with every epoch (always finite: the engine raises on a non-finite loss before logging it)."""
+
+
+class FoldTracker:
+    """A fold run's tracker that writes each epoch once, whatever the worker restarts.
+
+    When a worker dies, Ray Train restarts the whole fold group from the last round checkpoint
+    its controller registered, so a fold that had trained further trains those epochs again. An
+    epoch's metrics are therefore held until the fold's report of that round returned (every fold
+    reached the round and stored its files), then written, unless the run already has that epoch:
+    the controller registers a round only when it next polls the workers (every 2 s), so a group
+    can still restart from an earlier round than the last one every fold reported. Metrics without
+    a step (test results) are written once per key. A skipped epoch's values are those the
+    retrained epoch gets: training on the CPU is deterministic, and a fold resumed from `last.pt`
+    retrains bit-exactly once `last.pt` holds the training loader's shuffling generator
+    (`loader_rng`, farm/engine.py; tests/sweep/test_faults_e2e.py checks it).
+    """
+
+    def __init__(self, tracker: Any, client: Any, run_id: str) -> None:
+        self.tracker = tracker
+        self.steps = {m.step for m in client.get_metric_history(run_id, EPOCH_KEY)}
+        self.keys = set(client.get_run(run_id).data.metrics)
+        self.pending: list[tuple[dict[str, float], int]] = []
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.tracker.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if step is not None:
+            self.pending.append((dict(metrics), int(step)))
+            return
+        new = {k: v for k, v in metrics.items() if k not in self.keys}
+        if new:
+            self.tracker.log_metrics(new)
+            self.keys.update(new)
+
+    def flush(self) -> None:
+        """Write the held epochs (called once their round's report returned)."""
+        for metrics, step in self.pending:
+            if step not in self.steps:
+                self.tracker.log_metrics(metrics, step=step)
+                self.steps.add(step)
+        self.pending.clear()
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self.tracker.set_tags(tags)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.tracker.log_artifact(path, artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.flush()
+        self.tracker.finish(status)
+
+
+def failure_reason(result: dict[str, Any]) -> str:
+    """A diverged fold's reason, naming its fold once (the engine's message usually starts with it)."""
+    msg = str(result.get("diverged", ""))
+    prefix = f"fold {result.get('fold', '?')}"
+    return msg if msg.startswith(prefix) else f"{prefix}: {msg}"
 
 
 def fold_worker(config: dict[str, Any]) -> None:
@@ -58,7 +119,7 @@ def fold_worker(config: dict[str, Any]) -> None:
         client = tracking_client(t)
         run_id = get_or_create_run(client, t["experiment_id"], f"{t['trial']}-{fold}", t["parent_run_id"],
                                    {"fold": fold, "trial": t["trial"], **t["tags"]})  # fmt: skip
-        tracker = RunTracker(client, run_id)
+        tracker = FoldTracker(RunTracker(client, run_id), client, run_id)
 
     def send(metrics: dict[str, Any], final: bool = False) -> None:
         state["round"] = state["round"] + (0 if final else 1)
@@ -72,11 +133,13 @@ def fold_worker(config: dict[str, Any]) -> None:
         state["best_val_f1"] = max(state["best_val_f1"], metrics["val/f1_mean"])
         send({"epoch": int(metrics["epoch"]), "val_f1": metrics["val/f1_mean"], "best_val_f1": state["best_val_f1"],
               "train_loss": metrics["train/loss"], "stopped": 0, "diverged": 0})  # fmt: skip
+        if tracker is not None:  # the round is stored: its epoch goes to MLflow now, once
+            tracker.flush()
 
     result_path = fold_dir / RESULT_FILE
     diverged = ""
     restored = result_path.exists()
-    if restored:  # finished before a restart: nothing to train or log again
+    if restored:  # finished before a restart: nothing to train again
         result = json.loads(result_path.read_text())
     else:
         try:
@@ -87,27 +150,33 @@ def fold_worker(config: dict[str, Any]) -> None:
             result = {"diverged": diverged, "fold": fold}
         result_path.write_text(json.dumps(result))
         (fold_dir / "last.pt").unlink(missing_ok=True)  # finished: keep best.pt only
+    if tracker is not None and "test" in result:
+        # now, not after the frozen rounds: a restart during them restores this fold as finished, and logs
+        # again what a dead attempt may not have logged (FoldTracker writes each metric once)
+        log_fold_result(tracker, result, fold_dir)
     frozen = result.get("val", {}).get("f1_mean", float("nan")) if not diverged else float("nan")
     while state["round"] < cfg.train.epochs:  # keep step with the folds still training
         send({"epoch": state["round"], "val_f1": frozen, "best_val_f1": frozen, "train_loss": float("nan"),
               "stopped": 1, "diverged": int(bool(result.get("diverged")))})  # fmt: skip
-    if tracker is not None and restored:
-        tracker.finish("FINISHED" if "test" in result else "FAILED")
-    elif tracker is not None and "test" in result:
-        tracker.log_metrics({f"test/count_{k}_{au}": c[k] for au, c in result["test"]["counts"].items() for k in c})
-        tracker.log_metrics({"time/fold_s": result["seconds"]})  # fit_fold's own wall time: data, train, eval
-        tracker.set_tags({**{f"split.{k}": " ".join(result["split"][k]) for k in ("train", "val", "test")},
-                          "split_hash": result["split"]["hash"], "data_hash": result["data_hash"],
-                          "best_epoch": result["best_epoch"], "checkpoint": "best.pt in the trial's last Ray Train "
-                          f"checkpoint, folder {fold}/"})  # fmt: skip
-        if (fold_dir / PREDICTIONS_FILE).exists():  # per-frame test predictions, for `farm promote`
-            tracker.log_artifact(fold_dir / PREDICTIONS_FILE, PREDICTIONS_DIR)
+    if tracker is not None and "test" in result:
         tracker.finish()
     elif tracker is not None:
-        tracker.set_tags({"failure": result.get("diverged", "")})
+        tracker.set_tags({"failure": failure_reason(result)})
         tracker.finish("FAILED")
     send({"result": json.dumps(result), "diverged": int(bool(result.get("diverged")))}, final=True)
     shutil.rmtree(local, ignore_errors=True)  # uploaded: the trial's checkpoints live in the sweep's storage
+
+
+def log_fold_result(tracker: FoldTracker, result: dict[str, Any], fold_dir: Path) -> None:
+    """A finished fold's per-AU test counts, wall time, split and lineage tags and test predictions."""
+    tracker.log_metrics({f"test/count_{k}_{au}": c[k] for au, c in result["test"]["counts"].items() for k in c})
+    tracker.log_metrics({"time/fold_s": result["seconds"]})  # fit_fold's own wall time: data, train, eval
+    tracker.set_tags({**{f"split.{k}": " ".join(result["split"][k]) for k in ("train", "val", "test")},
+                      "split_hash": result["split"]["hash"], "data_hash": result["data_hash"],
+                      "best_epoch": result["best_epoch"], "checkpoint": "best.pt in the trial's last Ray Train "
+                      f"checkpoint, folder {result['fold']}/"})  # fmt: skip
+    if (fold_dir / PREDICTIONS_FILE).exists():  # per-frame test predictions, for `farm promote`
+        tracker.log_artifact(fold_dir / PREDICTIONS_FILE, PREDICTIONS_DIR)
 
 
 class FoldMeanCallback(UserCallback):
@@ -118,10 +187,12 @@ class FoldMeanCallback(UserCallback):
     result cannot cut the summary short.
     """
 
-    def __init__(self, aus: list[str], final_epoch: int, tracking: dict[str, Any] | None = None) -> None:
+    def __init__(self, aus: list[str], final_epoch: int, tracking: dict[str, Any] | None = None,
+                 objectives: tuple[str, ...] = ("cv/val_f1_mean",)) -> None:  # fmt: skip
         from ray.train._internal.session import get_session
 
         self.aus, self.final_epoch, self.tracking = list(aus), final_epoch, tracking
+        self.objectives = tuple(objectives)  # every result carries them (NaN until measured: Tune checks names)
         self._queue = get_session()._get_or_create_inter_actor_queue()
 
     def _send(self, out: dict[str, Any]) -> None:
@@ -142,19 +213,21 @@ class FoldMeanCallback(UserCallback):
             out["cv/val_f1_epoch_mean"] = float(sum(m["val_f1"] for m in metrics) / len(metrics))
             out["folds_running"] = sum(1 - int(m["stopped"]) for m in metrics)
             out["final"] = 0
+            out.update({k: float("nan") for k in self.objectives if k not in out})  # robustness: after training
             self._send(out)
             return
         results = [json.loads(m["result"]) for m in metrics]
         failed = [r for r in results if r.get("diverged")]
         out.update(epoch=self.final_epoch, final=1)
         if failed:
-            out["failed"] = "; ".join(f"fold {r['fold']}: {r['diverged']}" for r in failed)
+            out["failed"] = "; ".join(failure_reason(r) for r in failed)
             out["cv/val_f1_mean"] = float("nan")
         else:
             out.update(aggregate_folds(results, self.aus))
             out["results"] = json.dumps(
                 [{k: r[k] for k in ("fold", "test", "val", "best_epoch", "split")} for r in results]
             )
+        out.update({k: float("nan") for k in self.objectives if k not in out})
         if self.tracking:
             log_parent(self.tracking, results, self.aus, checkpoint.path if checkpoint else "", out.get("failed"))
         self._send(out)

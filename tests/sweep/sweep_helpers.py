@@ -1,11 +1,13 @@
 """Helpers shared by the end-to-end tests that run `farm sweep` (real Ray, real MLflow, real Optuna)."""
 
+import ipaddress
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -79,3 +81,87 @@ def session_log_tail(ray_tmp: str, name: str = "dashboard_agent.log", lines: int
     return (
         "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:]) if logs else f"(no {name} in {ray_tmp})"
     )
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A listening TCP socket (or a bound, unconnected UDP one) of a process."""
+
+    pid: int
+    proto: str  # tcp, tcp6, udp, udp6
+    ip: str
+    port: int
+    process: str  # its command line; Ray's process titles show what a worker is, e.g. "ray::RayTrainWorker"
+
+
+def is_loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1: an IPv4 loopback bind on a dual-stack socket
+    return addr.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def descendants(root: int) -> set[int]:
+    """`root` and every process below it (from /proc/<pid>/stat's parent ids)."""
+    children: dict[int, list[int]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(pid))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def marked(marker: str) -> set[int]:
+    """Processes whose environment holds `marker` (Ray's process titles overwrite some; see `descendants`)."""
+    pids = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                pids.add(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+def _socket_table() -> dict[str, tuple[str, str, int]]:
+    """inode -> (proto, ip, port) of every listening TCP and unconnected UDP socket in this network namespace."""
+    table = {}
+    for proto, listening in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
+        try:
+            lines = Path(f"/proc/net/{proto}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] != listening:
+                continue
+            hexip, hexport = f[1].split(":")
+            raw = bytes.fromhex(hexip)  # 32-bit words in host (little-endian) order
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            table[f[9]] = (proto, str(ipaddress.ip_address(raw)), int(hexport, 16))
+    return table
+
+
+def listeners(pids: set[int]) -> set[Listener]:
+    """The listening sockets these processes hold (socket inodes of /proc/<pid>/fd matched in /proc/net/*)."""
+    table, found = _socket_table(), set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in table:
+                found.add(Listener(pid, *table[target[8:-1]], cmd[:120]))
+    return found

@@ -47,6 +47,7 @@ def head(tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path), "FARM_RAY_TEMP_DIR": ray_tmp, "PYTHONUNBUFFERED": "1",
            "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}  # fmt: skip
     env.pop("RAY_ADDRESS", None)
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # else Ray on Linux swaps 127.0.0.1 for the machine's address
     ports = {k: free_port() for k in ("gcs", "dashboard", "client", "mlflow")}
     mlflow_log = tmp_path / "mlflow.log"
     mlflow_srv = subprocess.Popen(

@@ -52,6 +52,10 @@ def test_shipped_spaces_load_and_search_what_the_issue_asks(name):
         ("# a comment, nothing else\n", r"bad.yaml: empty search space"),
         ("{}\n", r"bad.yaml: empty search space"),
         ("space:\n  train.lr: {float: [1.0e-5, .inf]}\n", r"bad.yaml: train.lr: must be a finite number, got inf"),
+        ("sweep:\n  objective: cv/test_f1_mean\n", r"bad.yaml: sweep.objective 'cv/test_f1_mean': only cross-valid"),
+        ("sweep:\n  objective: [cv/val_f1_mean, cv/val_f1_mean]\n", r"sweep.objective repeats a metric"),
+        ("sweep:\n  objective: []\n", r"sweep.objective must be a metric name or a non-empty list"),
+        ("sweep:\n  objective: 3\n", r"sweep.objective must be str or list"),
     ],
 )
 def test_bad_space_files_fail_at_once_naming_the_key(tmp_path, body, msg):
@@ -81,3 +85,30 @@ def test_check_plan_refuses_a_fusion_the_dataset_cannot_feed(tmp_path):
     (tmp_path / "ok.yaml").write_text("space:\n  model.fusion: {choice: [late, mtut]}\nsweep:\n  folds: [P1]\n")
     flat, folds = check_plan(load_space(str(tmp_path / "ok.yaml")), SweepOptions(data=str(data)))
     assert folds == ["P1"] and flat["data.path"] == str(data)
+
+
+def test_objectives_default_single_and_list(tmp_path):
+    from farm.sweep.space import objectives
+
+    assert objectives({}) == ["cv/val_f1_mean"]
+    assert objectives({"objective": "cv/val_f1_missing_worst"}) == ["cv/val_f1_missing_worst"]
+    two = ["cv/val_f1_mean", "cv/val_f1_missing_worst"]
+    p = tmp_path / "mo.yaml"
+    p.write_text("space:\n  train.lr: {float: [1.0e-4, 1.0e-3]}\nsweep:\n  objective: [cv/val_f1_mean, cv/val_f1_missing_worst]\n")
+    assert objectives(load_space(p).sweep) == two
+
+
+def test_an_objective_the_trials_do_not_report_fails_at_plan_time_naming_the_key(tmp_path):
+    from farm.data.synth import SynthSpec, generate
+    from farm.sweep.run import SweepError, SweepOptions, check_plan
+
+    data = tmp_path / "two"
+    generate(SynthSpec(subjects=6, tasks=1, frames=4, size=16, modalities=("visual", "depth")), data, progress=False)
+    (tmp_path / "s.yaml").write_text("space:\n  train.lr: {float: [1.0e-4, 1.0e-3]}\nsweep:\n  folds: [P1]\n"
+                                     "  objective: [cv/val_f1_mean, cv/val_f1_missing_thermal]\n")  # fmt: skip
+    with pytest.raises(SweepError, match=r"s.yaml: sweep.objective 'cv/val_f1_missing_thermal' is not a metric"):
+        check_plan(load_space(str(tmp_path / "s.yaml")), SweepOptions(data=str(data)))
+    (tmp_path / "off.yaml").write_text("fixed:\n  train.val_robustness: []\nsweep:\n  folds: [P1]\n"
+                                       "  objective: cv/val_f1_missing_worst\n")  # fmt: skip
+    with pytest.raises(SweepError, match=r"'cv/val_f1_missing_worst' is not a metric these trials report"):
+        check_plan(load_space(str(tmp_path / "off.yaml")), SweepOptions(data=str(data)))

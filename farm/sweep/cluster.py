@@ -1,0 +1,64 @@
+"""The sweep's Ray: join a running cluster (`--address`), or start a new local one reachable from this machine only.
+
+Without `--address`, `farm sweep` always starts its own Ray (`address="local"`): never the cluster
+that `RAY_ADDRESS` or a `ray start` on this machine points at. Every listener of that Ray binds to
+127.0.0.1: the node address is 127.0.0.1, from which Ray derives where the GCS, the raylet (node
+and object manager), every worker's and driver's gRPC server, the dashboard and runtime-env agents
+and the metrics exporters listen; the dashboard is off. Ray's own switch for that is its local-only
+mode (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, the default on macOS and Windows), which makes
+`ray.init` keep 127.0.0.1 as the node address instead of replacing it with the machine's address.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+LOCAL_IP = "127.0.0.1"
+LOCAL_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray: 0 = no multi-node clusters, the node address is loopback
+
+
+def local_ray_env() -> dict[str, str]:
+    """Environment for the local Ray's processes (they inherit the driver's): local-only Ray, loopback collectives."""
+    env = {LOCAL_ONLY_VAR: "0"}
+    if sys.platform.startswith("linux"):  # torch.distributed's gloo/NCCL sockets (Ray Train's process group) on lo
+        env.update({"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"})
+    return env
+
+
+def local_init_args(temp_dir: str | None = None) -> dict[str, Any]:
+    """`ray.init` arguments of the local Ray: a new instance (never an existing cluster) on 127.0.0.1, no dashboard."""
+    args: dict[str, Any] = {"address": "local", "_node_ip_address": LOCAL_IP, "include_dashboard": False,
+                            "dashboard_host": LOCAL_IP, "log_to_driver": False, "configure_logging": False}  # fmt: skip
+    if temp_dir:
+        args["_temp_dir"] = temp_dir  # tests keep Ray's sockets and logs in their own directory
+    return args
+
+
+def start_local_ray(temp_dir: str | None = None, log: Callable[[str], None] = print) -> None:
+    """Start a new Ray on this machine, bound to 127.0.0.1; a `RAY_ADDRESS` in the environment is ignored (said once)."""
+    ignored = os.environ.pop("RAY_ADDRESS", None)  # popped: nothing this Ray starts should see it either
+    if ignored:
+        log(f"RAY_ADDRESS={ignored} ignored: without --address, farm sweep starts its own local Ray "
+            "(--address auto joins the cluster RAY_ADDRESS names)")  # fmt: skip
+    os.environ.update(local_ray_env())
+    import ray
+    from ray._private import ray_constants
+
+    # Ray reads the variable once, when first imported; if something imported it earlier, apply it now
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(**local_init_args(temp_dir))
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOCAL_IP:  # a Ray version that no longer honours the switch: refuse rather than listen on the LAN
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray came up on {node_ip}, expected {LOCAL_IP}: this Ray version "
+                           f"({ray.__version__}) ignores {LOCAL_ONLY_VAR}=0; see farm/sweep/cluster.py")  # fmt: skip
+
+
+def join_cluster(address: str) -> None:
+    """Connect to a running Ray cluster: 'auto' (RAY_ADDRESS, else the `ray start` on this machine) or HOST:PORT."""
+    import ray
+
+    ray.init(address=address, log_to_driver=False)
