@@ -86,12 +86,17 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", keys: 
 
 def predictions_table(
     subjects: np.ndarray, tasks: np.ndarray, frames: np.ndarray, probs: np.ndarray, labels: np.ndarray,
-    aus: tuple[str, ...] | list[str], fold: str | np.ndarray,
+    aus: tuple[str, ...] | list[str], fold: str | np.ndarray, seed: int | np.ndarray | None = None,
 ) -> pa.Table:  # fmt: skip
-    """One row per frame: subject, task, frame, fold (one name, or one per frame), p_<AU>, y_<AU> (1, 0, -1)."""
+    """One row per frame: subject, task, frame, fold (one name, or one per frame), [seed], p_<AU>, y_<AU> (1, 0, -1).
+
+    `seed` (one value, or one per row): the training seed of the model that predicted the row; without it the
+    table has no `seed` column, and reading it back gives seed 0."""
     folds = np.broadcast_to(np.asarray(fold, dtype=object), (len(subjects),)).astype(str)
     cols = {"subject": pa.array(subjects.astype(str)), "task": pa.array(tasks.astype(str)),
             "frame": pa.array(frames.astype(np.int64)), "fold": pa.array(folds)}  # fmt: skip
+    if seed is not None:
+        cols["seed"] = pa.array(np.broadcast_to(np.asarray(seed, dtype=np.int64), (len(subjects),)))
     for j, au in enumerate(aus):
         cols[f"p_{au}"] = pa.array(probs[:, j].astype(np.float32))
     for j, au in enumerate(aus):
@@ -110,6 +115,13 @@ class Predictions:
     probs: np.ndarray  # (N, A) float
     labels: np.ndarray  # (N, A) int8
     aus: tuple[str, ...]
+    seed: np.ndarray | None = None
+    """(N,) int: the training seed of the model that predicted each row (several seeds: the same frames once per
+    seed); None (and a file without the column) = 0 for every row."""
+
+    def __post_init__(self) -> None:
+        if self.seed is None:
+            self.seed = np.zeros(len(self.subject), dtype=np.int64)
 
     @classmethod
     def from_table(cls, table: pa.Table, where: str = "predictions") -> Predictions:
@@ -119,9 +131,10 @@ class Predictions:
         if missing or not aus:
             raise ValueError(f"{where}: not a predictions table (missing columns {missing or ['p_<AU>']})")
         col = lambda c: table.column(c).to_numpy(zero_copy_only=False)  # noqa: E731
+        seed = table.column("seed").fill_null(0).to_numpy().astype(np.int64) if "seed" in names else None
         return cls(np.asarray(col("subject"), dtype=object), np.asarray(col("task"), dtype=object), col("frame"),
                    np.asarray(col("fold"), dtype=object), np.stack([col(f"p_{a}") for a in aus], 1),
-                   np.stack([col(f"y_{a}") for a in aus], 1).astype(np.int8), aus)  # fmt: skip
+                   np.stack([col(f"y_{a}") for a in aus], 1).astype(np.int8), aus, seed)  # fmt: skip
 
     @classmethod
     def read(cls, paths: Iterable[str | Path]) -> Predictions:
@@ -146,10 +159,12 @@ class Predictions:
 
     def select(self, rows: np.ndarray) -> Predictions:
         return dataclasses.replace(self, subject=self.subject[rows], task=self.task[rows], frame=self.frame[rows],
-                                   fold=self.fold[rows], probs=self.probs[rows], labels=self.labels[rows])  # fmt: skip
+                                   fold=self.fold[rows], probs=self.probs[rows], labels=self.labels[rows],
+                                   seed=self.seed[rows])  # fmt: skip
 
     def to_table(self) -> pa.Table:
-        return predictions_table(self.subject, self.task, self.frame, self.probs, self.labels, self.aus, self.fold)
+        return predictions_table(self.subject, self.task, self.frame, self.probs, self.labels, self.aus, self.fold,
+                                 self.seed)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -311,7 +311,9 @@ def fit_fold(
         )
         first_epoch = state["epoch"] + 1
         initial_loss = float(state.get("initial_loss", float("nan")))
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())  # loaded onto `device`; the CPU generator wants it back
+        if "loader_rng" in state and loaders["train"].generator is not None:  # the shuffling order goes on, too
+            loaders["train"].generator.set_state(state["loader_rng"].cpu())
         log(f"resumed fold {split.fold} from {ckpt / LAST_FILE} after epoch {state['epoch']}")
     if ckpt:
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -328,8 +330,9 @@ def fit_fold(
         t0 = time.time()
         metrics = {
             "epoch": epoch,
-            **train_one_epoch(model, loaders["train"], optimizer, device, epoch, cfg.train.max_train_batches,
-                              batch_transform=dropout),
+            **train_one_epoch(
+                model, loaders["train"], optimizer, device, epoch, cfg.train.max_train_batches, batch_transform=dropout
+            ),
         }
         first_batch = metrics.pop("train/loss_first_batch")
         if epoch == 0:
@@ -355,7 +358,8 @@ def fit_fold(
                        "val_f1": best_f1}, ckpt / BEST_FILE)  # fmt: skip
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": to_dict(cfg), "epoch": epoch,
                    "history": history, "best_f1": best_f1, "best_epoch": best_epoch, "best_val": best_val,
-                   "rng": torch.get_rng_state(), "initial_loss": initial_loss},
+                   "rng": torch.get_rng_state(), "initial_loss": initial_loss,
+                   **({"loader_rng": loaders["train"].generator.get_state()} if loaders["train"].generator is not None else {})},
                   ckpt / LAST_FILE)  # fmt: skip
         report(metrics, checkpoint=str(ckpt) if ckpt else None)
 

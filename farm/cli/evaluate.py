@@ -71,7 +71,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from farm.tracking.sweeps import report_sweeps
 
     out = args.out or str(Path("reports") / args.sweep[0])
-    report, paths = report_sweeps(tracking_uri(args), args.sweep, args.paper, out, metric=selection_metric(args.metric))
+    report, paths = report_sweeps(tracking_uri(args), args.sweep, args.paper, out, metric=selection_metric(args.metric),
+                                  n_boot=args.bootstrap, seed=args.seed)  # fmt: skip
     print(report.to_markdown())
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -11,6 +11,12 @@ the test-subject study of a promoted model of that trial where one was logged, a
 paper's text states (`fig4` / `fig5` in `paper_tables.yaml`); written to robustness.png, and into
 report.md and report.csv beside the per-AU tables.
 
+Comparisons: AMF against each other method (each fusion's chosen trial), on the test frames both
+predicted (`MethodResult.predictions`, the folds' per-frame test predictions): the difference of the
+Avg statistic with its 95% paired, subject-level bootstrap interval (stratified by fold; several
+seeds per fold are resampled too), computed by `farm.evaluate.promotion.compare`, the function
+`farm promote` decides with; the words follow from the interval only.
+
 Units: `MethodResult.fold_f1` holds F1 in [0, 1] as logged; reports, CSV and plot are in percent.
 """
 
@@ -21,11 +27,16 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
 
+from farm.evaluate.promotion import Comparison, compare, seeds_text
 from farm.files import atomic_paths
+
+if TYPE_CHECKING:
+    from farm.checkpoints import Predictions
 
 PAPER_FILE = Path(__file__).parent / "paper_tables.yaml"
 PAPER_TABLES = ("bp4d", "bp4dplus")
@@ -34,8 +45,12 @@ FUSION_LABELS = {"amf": "AMF", "late": "late fusion", "early": "early fusion", "
 FUSION_ORDER = ("single", "early", "late", "cam", "mtut", "temt", "amf")  # the paper's row order
 CSV_FIELDS = ("section", "source", "method", "fusion", "modalities", "au", "f1_mean_pct", "f1_std_pct", "num_folds",
               "paper_f1_pct", "paper_method", "sweep", "trial", "run_id", "data_hash", "split_hashes",
-              "partitions_hash", "condition", "kind", "sigma", "f1", "delta", "split")  # fmt: skip
+              "partitions_hash", "condition", "kind", "sigma", "f1", "delta", "split", "protocol", "seeds",
+              "baseline", "baseline_fusion", "diff", "low", "high", "n_subjects", "n_frames", "n_boot", "seed",
+              "verdict")  # fmt: skip
 NOT_MEASURED = "not measured"
+LEVEL = 0.95
+"""Coverage of the comparisons' bootstrap intervals."""
 
 
 class ReportError(ValueError):
@@ -236,10 +251,26 @@ class MethodResult:
     """The run id holding the study (a promotion run, or the trial's own run)."""
     test_robustness_note: str = ""
     """Why no study is shown when one was looked for and not read (e.g. an unreachable artifact store)."""
+    protocol: str = "joint"
+    """How the trial trained its folds: the parent run's `protocol` tag ('joint' when it has none)."""
+    seeds: int = 1
+    """Training seeds per fold: the run's `seeds` param or tag (1 when it has none)."""
+    predictions: Predictions | None = field(default=None, compare=False, repr=False)
+    """The fold runs' per-frame test predictions (farm.checkpoints.Predictions), for the comparisons; None = not
+    read (`predictions_note` says why)."""
+    predictions_note: str = ""
+    """Why `predictions` is None (e.g. the artifact store cannot be reached from here)."""
 
     @property
     def label(self) -> str:
         return fusion_label(self.fusion)
+
+    @property
+    def provenance(self) -> str:
+        """'3 folds (P1, P2, P3) x 1 seed, joint protocol': what every number of this method averages over."""
+        folds = sorted(self.fold_f1)
+        return (f"{len(folds)} fold{'s' * (len(folds) != 1)} ({', '.join(folds)}) x {self.seeds} "
+                f"seed{'s' * (self.seeds != 1)}, {self.protocol} protocol")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -273,6 +304,75 @@ def summarize_method(method: MethodResult, aus: tuple[str, ...], paper: PaperTab
     return MethodSummary(method, folds, dict(zip(aus, au_mean.tolist())), dict(zip(aus, au_std.tolist())),
                          dict(zip(folds, fold_avg.tolist())), float(fold_avg.mean()), float(fold_avg.std()),
                          paper.row_for(method.fusion) if paper else None)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MethodComparison:
+    """AMF (`a`) against another method (`b`) on the test frames both predicted (fractions)."""
+
+    a: MethodSummary
+    b: MethodSummary
+    result: Comparison
+    """farm.evaluate.promotion.compare(a's predictions, b's): the difference, its interval, or why not compared."""
+
+    @property
+    def verdict(self) -> str:
+        """'AMF beats late fusion', 'late fusion beats AMF', 'no detectable difference' or 'not comparable: ...'."""
+        c, na, nb = self.result, self.a.method.label, self.b.method.label
+        if not c.comparable:
+            return c.reason
+        return {"a": f"{na} beats {nb}", "b": f"{nb} beats {na}"}.get(c.winner, "no detectable difference")
+
+    @property
+    def words(self) -> str:
+        """The verdict with the numbers it follows from, in points: 'AMF beats late fusion by 2.1 [0.4, 3.9] points',
+        'late fusion beats AMF by 3.4 [1.2, 5.6] points' or 'AMF vs late fusion: no detectable difference: -0.8
+        [-2.9, 1.2] points' (AMF - late fusion)."""
+        c, na, nb = self.result, self.a.method.label, self.b.method.label
+        d, lo, hi = (100 * v for v in (c.difference, c.ci_low, c.ci_high))
+        if not c.comparable:
+            return f"{na} vs {nb}: {c.reason}"
+        if c.winner == "a":
+            return f"{self.verdict} by {_p1(d)} [{_p1(lo)}, {_p1(hi)}] points"
+        if c.winner == "b":
+            return f"{self.verdict} by {_p1(-d)} [{_p1(-hi)}, {_p1(-lo)}] points"
+        return f"{na} vs {nb}: no detectable difference: {_p1(d)} [{_p1(lo)}, {_p1(hi)}] points"
+
+    @property
+    def folds_seeds(self) -> str:
+        """'3 folds x 1 seed' (both) or 'AMF 3 folds x 2 seeds vs late fusion 3 folds x 1 seed', as compared."""
+        c = self.result
+        if not c.comparable:
+            return ""
+        a, b = seeds_text(c.a_seeds), seeds_text(c.b_seeds)
+        return a if a == b else f"{self.a.method.label} {a} vs {self.b.method.label} {b}"
+
+    @property
+    def protocol(self) -> str:
+        pa, pb = self.a.method.protocol, self.b.method.protocol
+        return pa if pa == pb else f"{self.a.method.label} {pa} vs {self.b.method.label} {pb}"
+
+
+def _p1(v: float) -> str:
+    """One decimal, without a '-0.0'."""
+    text = f"{v:.1f}"
+    return "0.0" if text == "-0.0" else text
+
+
+def compare_methods(a: MethodSummary, b: MethodSummary, n_boot: int = 2000, seed: int = 0) -> MethodComparison:
+    """`a` against `b` on the test frames both predicted (farm.evaluate.promotion.compare, 95% interval)."""
+    absent = [m for m in (a.method, b.method) if m.predictions is None]
+    if absent:
+        why = "; ".join(f"the test predictions of {m.label} (trial {m.trial}) "
+                        f"{'could not be read: ' + m.predictions_note if m.predictions_note else 'were not read'}"
+                        for m in absent)  # fmt: skip
+        return MethodComparison(a, b, Comparison(f"not comparable: {why}", n_boot=n_boot, seed=seed))
+    try:
+        result = compare(a.method.predictions, b.method.predictions, n_boot, 1 - LEVEL, seed,
+                         names=(a.method.label, b.method.label))  # fmt: skip
+    except ValueError as e:  # inconsistent predictions (e.g. a seed covering part of a fold): say so, report the rest
+        result = Comparison(f"not comparable: {e}", n_boot=n_boot, seed=seed)
+    return MethodComparison(a, b, result)
 
 
 @dataclass(frozen=True)
@@ -375,17 +475,22 @@ def _order(m: MethodResult) -> int:
 
 
 def build_report(methods: list[MethodResult], aus: list[str] | tuple[str, ...], paper: PaperTable | None = None,
-                 *, store: str = "") -> Report:  # fmt: skip
-    """Per-AU mean ± std over folds and the Avg column for each method, rows in the paper's order."""
+                 *, store: str = "", n_boot: int = 2000, seed: int = 0) -> Report:  # fmt: skip
+    """Per-AU mean ± std over folds and the Avg column for each method, rows in the paper's order; AMF against
+    each other method with a 95% paired subject bootstrap of `n_boot` replicates (random seed `seed`)."""
     if not methods:
         raise ReportError("no method results to report")
     if not aus:
         raise ReportError("no AUs to report")
+    if n_boot < 1:
+        raise ReportError(f"the bootstrap needs at least one replicate (got {n_boot})")
     aus = tuple(aus)
     rows = tuple(summarize_method(m, aus, paper) for m in sorted(methods, key=_order))
     figures = load_paper_robustness(paper.name) if paper else None
     robust = tuple(summarize_robustness(r.method, figures) for r in rows)
-    return Report(aus, rows, paper, store, robust, figures)
+    pairs = tuple(compare_methods(a, b, n_boot, seed) for a in rows if a.method.fusion == "amf"
+                  for b in rows if b.method.fusion != "amf")  # fmt: skip
+    return Report(aus, rows, paper, store, robust, figures, pairs, n_boot, seed)
 
 
 def _pct(v: float | None, std: float | None = None) -> str:
@@ -441,6 +546,10 @@ class Report:
     """One per row, in the same order."""
     figures: PaperRobustness | None = None
     """The paper's Fig. 4/5 numbers that go with `paper` (None: no paper, or no figures for it)."""
+    pairs: tuple[MethodComparison, ...] = ()
+    """AMF against each other method (the Comparisons section)."""
+    n_boot: int = 2000
+    seed: int = 0
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -449,17 +558,47 @@ class Report:
         return self.aus + extra
 
     def comparisons(self) -> list[str]:
-        """One sentence per (AMF, other method) pair, from this report's Avg values."""
-        amf = [r for r in self.rows if r.method.fusion == "amf"]
-        if not amf:
+        """One sentence per (AMF, other method) pair: the verdict its bootstrap interval supports, and its numbers."""
+        if not any(r.method.fusion == "amf" for r in self.rows):
             return ["This report holds no AMF result, so it makes no AMF comparison."]
-        if len(self.rows) == 1:
+        if not self.pairs:
             return ["This report holds no baseline to compare AMF with."]
-        out = []
-        for a in amf:
-            for b in (r for r in self.rows if r.method.fusion != "amf"):
-                out.append(_compare(a, b))
-        return out
+        return [_compare(p) for p in self.pairs]
+
+    def protocol_line(self) -> str:
+        """What every farm number of the report averages over: folds, seeds and protocol (per method if they differ)."""
+        groups: dict[str, list[str]] = {}
+        for r in self.rows:
+            groups.setdefault(r.method.provenance, []).append(r.method.label)
+        if len(groups) == 1:
+            return f"Every farm number here: {next(iter(groups))}."
+        return "Farm numbers: " + "; ".join(f"{k} ({', '.join(v)})" for k, v in groups.items()) + "."
+
+    def comparison_markdown(self) -> list[str]:
+        level = f"{100 * LEVEL:g}%"
+        lines = ["## Comparisons: AMF against each baseline", "",
+                 f"AMF − baseline in test F1 points: the Avg statistic (per fold the AU-mean F1 from the fold's pooled "
+                 "counts, mean over folds), recomputed from the folds' per-frame test predictions on the test frames "
+                 f"both methods predicted, with its {level} paired, subject-level bootstrap interval ({self.n_boot} "
+                 f"replicates, random seed {self.seed}; subjects resampled within each fold, and each fold's seeds "
+                 "where it has several). A method beats the other only where the interval excludes zero.", ""]  # fmt: skip
+        if self.pairs:
+            lines += [f"| Method | Baseline | AMF − baseline (points) | {level} CI | AMF F1 | Baseline F1 | Subjects | "
+                      "Frames | Folds x seeds | Protocol | Verdict |", "|" + "---|" * 11]  # fmt: skip
+            for p in self.pairs:
+                c = p.result
+                cells = [p.a.method.label, p.b.method.label]
+                if c.comparable:
+                    cells += [_p1(100 * c.difference), f"[{_p1(100 * c.ci_low)}, {_p1(100 * c.ci_high)}]",
+                              _p1(100 * c.a_f1), _p1(100 * c.b_f1), str(c.n_subjects), str(c.n_frames),
+                              p.folds_seeds]  # fmt: skip
+                else:
+                    cells += ["–"] * 7
+                cells += [p.protocol, p.verdict]
+                lines.append("| " + " | ".join(_md(x) for x in cells) + " |")
+            lines.append("")
+        lines += [f"- {_md(s)}" for s in self.comparisons()]
+        return lines
 
     def notes(self) -> list[str]:
         metric = self.rows[0].method.objective_metric
@@ -509,7 +648,8 @@ class Report:
         lines = ["# AU detection report", ""]
         if self.store:
             lines += [f"MLflow store: `{self.store}`", ""]
-        lines += ["## Test F1 (%)", "", "| Method | Source | Modalities | " + " | ".join(cols) + " | Avg |",
+        lines += ["## Test F1 (%)", "", _md(self.protocol_line()), "",
+                  "| Method | Source | Modalities | " + " | ".join(cols) + " | Avg |",
                   "|" + "---|" * (len(cols) + 4)]  # fmt: skip
         for r in self.rows:
             m = r.method
@@ -522,8 +662,7 @@ class Report:
                 avg = _pct(None if p.avg is None else p.avg / 100)
                 lines.append(f"| {_md(p.method)} | paper, Table {self.paper.table} ({self.paper.dataset}) | "
                              f"{_md(p.modal)} | {' | '.join(cells)} | {avg} |")  # fmt: skip
-        lines += ["", "## AMF against the other methods (this report)", ""]
-        lines += [f"- {s}" for s in self.comparisons()]
+        lines += ["", *self.comparison_markdown()]
         if self.robustness:
             lines += ["", *self.robustness_markdown()]
         lines += ["", "## Notes", ""] + [f"- {_md(s)}" for s in self.notes()]
@@ -535,6 +674,7 @@ class Report:
                       f"- sweep: `{m.sweep}`, trial `{m.trial}`, run id `{m.run_id}`",
                       f"- objective: {m.objective_metric} = {m.objective:.4f}; folds: {', '.join(r.folds)} "
                       f"(per-fold Avg: {', '.join(f'{f} {_pct(v)}' for f, v in r.fold_avg.items())})",
+                      f"- protocol: {m.provenance}",
                       f"- data hash: `{m.data_hash or 'not recorded'}`",
                       f"- split hashes: `{splits}`",
                       f"- partitions hash: `{m.partitions_hash or 'not recorded'}`",
@@ -562,7 +702,7 @@ class Report:
                         "paper_method": f"{p.method} {p.modal}" if p else "",
                         "sweep": m.sweep, "trial": m.trial, "run_id": m.run_id, "data_hash": m.data_hash,
                         "split_hashes": ",".join(f"{k}:{v}" for k, v in sorted(m.split_hashes.items())),
-                        "partitions_hash": m.partitions_hash}  # fmt: skip
+                        "partitions_hash": m.partitions_hash, "protocol": m.protocol, "seeds": m.seeds}  # fmt: skip
                 for au in (*self.aus, "Avg"):
                     mean, std = (r.avg_mean, r.avg_std) if au == "Avg" else (r.au_mean[au], r.au_std[au])
                     paper_v = (p.avg if au == "Avg" else p.f1.get(au)) if p else None
@@ -578,7 +718,28 @@ class Report:
                                 "sweep": f"paper Table {self.paper.table} ({self.paper.dataset})"})  # fmt: skip
             for row in self.robustness_csv_rows():
                 w.writerow({"section": "robustness", **row})
+            for row in self.comparison_csv_rows():
+                w.writerow({"section": "comparison", **row})
         return path
+
+    def comparison_csv_rows(self) -> list[dict[str, str]]:
+        """One row per (AMF, baseline) pair: diff = AMF − baseline, low / high its bootstrap interval, in points
+        (empty when not comparable); n_subjects, n_frames (common test frames), n_boot, seed (of the bootstrap),
+        num_folds and seeds (per fold, 'AMF vs baseline' where they differ) as compared; verdict in words."""
+        out = []
+        for p in self.pairs:
+            c, a, b = p.result, p.a.method, p.b.method
+            row = {"source": "farm", "method": a.label, "fusion": a.fusion, "baseline": b.label,
+                   "baseline_fusion": b.fusion, "sweep": a.sweep, "trial": a.trial, "run_id": a.run_id,
+                   "protocol": a.protocol if a.protocol == b.protocol else f"{a.protocol} vs {b.protocol}",
+                   "n_boot": c.n_boot, "seed": c.seed, "verdict": p.verdict}  # fmt: skip
+            if c.comparable:
+                sa, sb = (min(x) if min(x) == max(x) else f"{min(x)}-{max(x)}" for x in (c.a_seeds, c.b_seeds))
+                row.update(diff=_num(100 * c.difference), low=_num(100 * c.ci_low), high=_num(100 * c.ci_high),
+                           n_subjects=c.n_subjects, n_frames=c.n_frames,
+                           num_folds=len(c.folds), seeds=sa if sa == sb else f"{sa} vs {sb}")  # fmt: skip
+            out.append(row)
+        return out
 
     # -----------------------------------------------------------------------------------------
     # robustness (the paper's Fig. 4 and 5)
@@ -598,7 +759,9 @@ class Report:
                     if not math.isfinite(v):
                         continue
                     out.append(self._robust_row("farm", m.label, m.fusion, r.condition, 100 * v, 100 * (v - clean),
-                                                split, sweep=m.sweep, trial=m.trial, run_id=run_id))  # fmt: skip
+                                                split, sweep=m.sweep, trial=m.trial, run_id=run_id,
+                                                num_folds=str(len(m.fold_f1)), protocol=m.protocol,
+                                                seeds=str(m.seeds)))  # fmt: skip
         if self.figures:
             source = f"paper Fig. 4/5 ({self.paper.dataset if self.paper else self.figures.table})"
             for p in self.figures.rows:
@@ -706,7 +869,7 @@ class Report:
         with_test = any(mr.has_test_study for mr in self.robustness)
         figs = self.figures
         lines = ["## Robustness: missing and noisy modalities (the paper's Fig. 4 and 5)", "",
-                 "### Missing modality", ""]  # fmt: skip
+                 _md(self.protocol_line()), "", "### Missing modality", ""]  # fmt: skip
         head = ["Method", "Condition", "Ours: validation F1 (fold mean)"]
         head += ["Test study F1 (test subjects)"] if with_test else []
         head += [f"Paper Fig. 4 ({self.paper.dataset if self.paper else figs.table}, test partitions)"] if figs else []
@@ -765,29 +928,27 @@ class Report:
         return lines
 
 
-def _compare(a: MethodSummary, b: MethodSummary) -> str:
-    """'AMF 25.6 vs late fusion 27.0: AMF does not beat late fusion on these data (-1.4 points)...'."""
-    va, vb, name = 100 * a.avg_mean, 100 * b.avg_mean, b.method.label
-    if not (math.isfinite(va) and math.isfinite(vb)):
-        return f"AMF {_pct(a.avg_mean)} vs {name} {_pct(b.avg_mean)}: no finite Avg on both sides, no comparison."
-    d = round(va, 1) - round(vb, 1)  # on the printed numbers, so the words match the table
-    if abs(d) < 0.05:
-        verdict = f"AMF ties with {name} on these data"
-    elif d > 0:
-        verdict = f"AMF beats {name} on these data (+{d:.1f} points)"
+def _compare(p: MethodComparison) -> str:
+    """'AMF beats late fusion by 2.1 [0.4, 3.9] points (95% CI; ...)': the interval's verdict, then what it is on."""
+    a, b, c = p.a, p.b, p.result
+    na, nb = a.method.label, b.method.label
+    if c.comparable:
+        s = (f"{p.words} ({100 * LEVEL:g}% CI of {na} − {nb}; {na} {_p1(100 * c.a_f1)} vs {nb} {_p1(100 * c.b_f1)} "
+             f"on {c.n_frames} common test frames of {c.n_subjects} subjects, {p.folds_seeds}, {p.protocol} "
+             "protocol)")  # fmt: skip
     else:
-        verdict = f"AMF does not beat {name} on these data ({d:.1f} points)"
-    s = f"AMF {va:.1f} vs {name} {vb:.1f}: {verdict}"
-    spread = 100 * max(a.avg_std, b.avg_std)
-    if abs(d) >= 0.05 and abs(d) < spread:
-        s += f"; the gap is smaller than the spread over folds (std up to {spread:.1f})"
+        va, vb = 100 * a.avg_mean, 100 * b.avg_mean
+        table = (f"the table's Avg: {na} {va:.1f} vs {nb} {vb:.1f} ({round(va, 1) - round(vb, 1):+.1f} points)"
+                 if math.isfinite(va) and math.isfinite(vb) else "no finite Avg on both sides")  # fmt: skip
+        s = f"{p.words}; {table}, with no interval: no claim either way"
     if a.paper and b.paper and a.paper.avg is not None and b.paper.avg is not None:
-        s += f" (paper: AMF {a.paper.avg:.1f} vs {b.paper.avg:.1f}, {a.paper.avg - b.paper.avg:+.1f})"
+        s += f"; paper: AMF {a.paper.avg:.1f} vs {b.paper.avg:.1f} ({a.paper.avg - b.paper.avg:+.1f})"
     return s + "."
 
 
 def plot_report(report: Report, path: str | Path) -> Path:
-    """Grouped bars per AU (and Avg), one bar per method, error bars = std over folds; paper values hollow."""
+    """Grouped bars per AU (and Avg), one bar per method, error bars = std over folds; paper values hollow.
+    Below, where the report compares AMF with other methods: AMF − baseline with its 95% bootstrap interval."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -797,7 +958,13 @@ def plot_report(report: Report, path: str | Path) -> Path:
     n = len(report.rows)
     width = 0.8 / n
     x = np.arange(len(groups))
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.25 * n * len(groups) + 2), 4.0))
+    size = (max(7.0, 0.25 * n * len(groups) + 2), 4.0)
+    if report.pairs:
+        fig, (ax, cax) = plt.subplots(2, 1, figsize=(size[0], size[1] + 1.0 + 0.4 * len(report.pairs)),
+                                      height_ratios=(4.0, 1.0 + 0.4 * len(report.pairs)))  # fmt: skip
+        plot_comparisons(report, cax)
+    else:
+        fig, ax = plt.subplots(figsize=size)
     paper_label = "paper (hollow)"
     for i, r in enumerate(report.rows):
         mean = 100 * np.array([r.au_mean[a] for a in report.aus] + [r.avg_mean])  # (G,)
@@ -821,6 +988,35 @@ def plot_report(report: Report, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_comparisons(report: Report, ax) -> None:
+    """AMF − baseline (points) with its bootstrap interval as an error bar, one row per baseline; 'not comparable'
+    written where there is none. Folds, seeds and protocol in the title (or per row where they differ)."""
+    ys = np.arange(len(report.pairs))[::-1]
+    for y, p in zip(ys, report.pairs):
+        c = p.result
+        if c.comparable:
+            d, lo, hi = 100 * c.difference, 100 * c.ci_low, 100 * c.ci_high
+            color = {"a": "C2", "b": "C3"}.get(c.winner, "0.4")
+            ax.errorbar([d], [y], xerr=[[d - lo], [hi - d]], fmt="o", color=color, capsize=4)
+            ax.annotate(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]", (hi, y), xytext=(6, 0), textcoords="offset points",
+                        va="center", fontsize=7)  # fmt: skip
+        else:
+            ax.text(0, y, "not comparable", ha="center", va="center", fontsize=7, color="0.4",
+                    bbox={"fc": "white", "ec": "none"})  # fmt: skip
+    what = {f"{p.folds_seeds}, {p.protocol} protocol" for p in report.pairs if p.result.comparable}
+    labels = [f"AMF − {p.b.method.label}" for p in report.pairs]
+    if len(what) > 1:
+        labels = [f"{t}\n{p.folds_seeds}, {p.protocol} protocol" if p.result.comparable else t
+                  for t, p in zip(labels, report.pairs)]  # fmt: skip
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(ys, labels, fontsize=7)
+    ax.set_ylim(-0.7, len(report.pairs) - 0.3)
+    ax.margins(x=0.25)
+    ax.set_xlabel("test F1 difference (points)")
+    ax.set_title(f"AMF − baseline, {100 * LEVEL:g}% paired subject bootstrap ({report.n_boot} replicates)"
+                 + (f"; {next(iter(what))}" if len(what) == 1 else ""), fontsize=9)  # fmt: skip
 
 
 def plot_robustness(report: Report, path: str | Path) -> Path:

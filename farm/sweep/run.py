@@ -161,7 +161,7 @@ def make_trainable(base_flat: dict[str, Any], folds: list[str], opts: SweepOptio
         from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
         from farm.config import unflatten
-        from farm.sweep.worker import RESULT_FILE, FoldMeanCallback, fold_worker, trial_flat
+        from farm.sweep.worker import RESULT_FILE, FoldMeanCallback, failure_reason, fold_worker, trial_flat
         from farm.tracking.mlflow import RunTracker, get_or_create_run, provenance_tags
         from farm.tracking.relay import tracking_client
 
@@ -190,7 +190,7 @@ def make_trainable(base_flat: dict[str, Any], folds: list[str], opts: SweepOptio
             for fold in folds:
                 r = json.loads((Path(d) / fold / RESULT_FILE).read_text())
                 if r.get("diverged"):
-                    failures.append(f"fold {fold}: {r['diverged']}")
+                    failures.append(failure_reason(r))
         if failures:  # the parent run is already marked FAILED with the reason
             raise RuntimeError(f"trial {trial} failed: {'; '.join(failures)}")
 

@@ -27,12 +27,13 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from farm.checkpoints import PREDICTIONS_DIR, PREDICTIONS_FILE, InputSpec, Predictions, load_checkpoint
+from farm.checkpoints import PREDICTIONS_FILE, InputSpec, Predictions, load_checkpoint
 from farm.evaluate.inference import FoldEnsemble
 from farm.evaluate.promotion import decide
 from farm.tracking.mlflow import RunTracker, experiment_id
 from farm.tracking.pyfunc import MODEL_ARTIFACTS
-from farm.tracking.sweeps import best_trial, open_store, record_for_run, trial_runs
+from farm.tracking.sweeps import PredictionsUnavailable, best_trial, open_store, record_for_run, trial_runs
+from farm.tracking.sweeps import fold_predictions as read_fold_predictions
 
 EVAL_DIR = "evaluation"
 ROBUSTNESS_DIR = "robustness"
@@ -98,18 +99,11 @@ def ensemble_for(record, device: str = "cpu") -> FoldEnsemble:
 
 
 def fold_predictions(client: MlflowClient, record) -> Predictions:
-    """The folds' per-frame test predictions, as their runs logged them."""
-    with tempfile.TemporaryDirectory() as d:
-        paths = []
-        for f in record.folds:
-            try:
-                paths.append(
-                    client.download_artifacts(f.run_id, f"{PREDICTIONS_DIR}/{PREDICTIONS_FILE}", d + f"/{f.fold}")
-                )
-            except (MlflowException, OSError) as e:
-                raise PromoteError(f"fold {f.fold} of trial {record.trial} (run {f.run_id}) has no test predictions "
-                                   f"({PREDICTIONS_DIR}/{PREDICTIONS_FILE}): {e}") from None  # fmt: skip
-        return Predictions.read(paths)
+    """The folds' per-frame test predictions, as their runs logged them (every fold run of the trial)."""
+    try:
+        return read_fold_predictions(client, record)
+    except PredictionsUnavailable as e:
+        raise PromoteError(str(e)) from None
 
 
 def version_by_alias(client: MlflowClient, name: str, alias: str):

@@ -6,8 +6,13 @@ the flat config; metrics `cv/...`; tags data_hash, split_hashes, partitions_hash
 a child run per fold (tag `mlflow.parentRunId`, tag `fold`; metrics `test/f1_<AU>`, ...).
 Parent status: FINISHED, KILLED (stopped by ASHA) or FAILED.
 
-`trial_runs` and `best_trial` are general (reports, promotion); `method_result`, `trial_test_study` and
-`report_sweeps` feed farm/evaluate/report.py.
+`trial_runs` and `best_trial` are general (reports, promotion), and so is `fold_predictions` (the fold runs'
+per-frame test predictions, `predictions/test_predictions.parquet`); `method_result`, `trial_test_study`,
+`trial_predictions` and `report_sweeps` feed farm/evaluate/report.py.
+
+Seeds and protocol: a trial may train each fold with several seeds (a fold run per seed, tag `seed`; the
+parent run's param or tag `seeds`) under a protocol (parent-run tag `protocol`); a run without them is one
+seed, protocol "joint".
 
 Robustness: a trial's parent run carries the fold means of its validation robustness
 (`cv/val_f1_missing_<m>`, `cv/val_f1_noise_<target>_<sigma>`, farm/evaluate/cv.py); a test-subject
@@ -21,14 +26,19 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from mlflow.tracking import MlflowClient
 
 from farm.evaluate.report import MethodResult, Report, build_report, load_paper_table, write_report
 from farm.tracking.mlflow import PARENT_TAG
+
+if TYPE_CHECKING:
+    from farm.checkpoints import Predictions
 
 OBJECTIVE = "cv/val_f1_mean"
 VAL_ROBUSTNESS_PREFIX = "cv/val_f1_"
@@ -40,6 +50,10 @@ PROMOTE_PREFIX = "promote-"
 
 class SweepLookupError(ValueError):
     """A sweep, trial or fold cannot be found in the store; the message names the sweep and the store."""
+
+
+class PredictionsUnavailable(SweepLookupError):
+    """A fold run's test predictions cannot be downloaded (not logged, or an artifact store not reachable)."""
 
 
 @dataclass(frozen=True)
@@ -215,7 +229,82 @@ def method_result(record: TrialRecord, metric: str = OBJECTIVE) -> MethodResult:
         objective=record.metric(metric), objective_metric=metric, sweep=record.sweep, modalities=mods, aus=aus,
         logged_test_f1_mean=record.metric("cv/test_f1_mean"), git_sha=record.tags.get("git_sha", ""),
         val_f1_clean=record.metric(OBJECTIVE), val_robustness=val_robustness(record),
+        protocol=record.tags.get("protocol") or "joint", seeds=trial_seeds(record),
     )  # fmt: skip
+
+
+def trial_seeds(record: TrialRecord) -> int:
+    """Training seeds per fold: the parent run's `seeds` param (or tag), a count ('3') or a list ('0,1,2'); 1 if absent."""
+    raw = (record.params.get("seeds") or record.tags.get("seeds") or "").strip()
+    try:
+        return max(1, int(raw)) if raw else 1
+    except ValueError:
+        return max(1, len(raw.replace(",", " ").strip("[]() ").split()))
+
+
+def prediction_runs(record: TrialRecord) -> list[FoldRun]:
+    """The fold runs whose test predictions a report compares: per (fold, `seed` tag), the latest FINISHED one
+    holding test metrics (without seed tags: one per fold, the runs of the report's table)."""
+    chosen: dict[tuple[str, str], FoldRun] = {}
+    for f in sorted(record.folds, key=lambda f: f.start_time):
+        if f.status == "FINISHED" and "test/f1_mean" in f.metrics:
+            chosen[(f.fold, f.tags.get("seed", ""))] = f
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def fold_predictions(client: MlflowClient, record: TrialRecord, folds: Iterable[FoldRun] | None = None) -> Predictions:
+    """The per-frame test predictions (predictions/test_predictions.parquet) of the trial's fold runs `folds`
+    (default: every fold run of the trial, what `farm promote` compares), as one Predictions. A run with a `seed`
+    tag whose file has no `seed` column gets that seed on its rows (files without either: seed 0).
+
+    Raises PredictionsUnavailable when a run's file cannot be downloaded, ValueError when one cannot be read.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from mlflow.exceptions import MlflowException
+
+    from farm.checkpoints import PREDICTIONS_DIR, PREDICTIONS_FILE, Predictions
+
+    folds = list(record.folds if folds is None else folds)
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for i, f in enumerate(folds):
+            try:
+                paths.append(client.download_artifacts(f.run_id, f"{PREDICTIONS_DIR}/{PREDICTIONS_FILE}",
+                                                       f"{d}/{i}-{f.fold}"))  # fmt: skip
+            except (MlflowException, OSError) as e:
+                raise PredictionsUnavailable(f"fold {f.fold} of trial {record.trial} (run {f.run_id}) has no test "
+                                             f"predictions ({PREDICTIONS_DIR}/{PREDICTIONS_FILE}): {e}") from None  # fmt: skip
+        if not any("seed" in f.tags for f in folds):
+            return Predictions.read(paths)
+        parts = []
+        for f, path in zip(folds, paths):
+            part = Predictions.read([path])
+            if "seed" in f.tags and "seed" not in pq.read_schema(path).names:
+                try:
+                    part.seed = np.full(len(part.subject), int(f.tags["seed"]), dtype=np.int64)
+                except ValueError:
+                    raise ValueError(f"fold run {f.run_id} of trial {record.trial}: seed tag {f.tags['seed']!r} "
+                                     "is not an integer") from None  # fmt: skip
+            parts.append(part.to_table())
+        try:
+            return Predictions.from_table(pa.concat_tables(parts), ", ".join(map(str, paths)))
+        except pa.ArrowException as e:
+            raise ValueError(f"the test predictions of trial {record.trial} do not share one schema ({e})") from None
+
+
+def trial_predictions(client: MlflowClient, record: TrialRecord) -> tuple[Predictions | None, str]:
+    """(the test predictions of `prediction_runs`, '') or (None, why not): never raises, so an artifact store
+    that is not reachable from here, a fold without the file or a damaged file leaves the rest of a report."""
+    runs = prediction_runs(record)
+    if not runs:
+        return None, "no finished fold run with test metrics"
+    try:
+        return fold_predictions(client, record, runs), ""
+    except PredictionsUnavailable as e:
+        return None, _first_line(e)
+    except Exception as e:  # noqa: BLE001 - e.g. S3 without credentials here: the comparison says so
+        return None, f"{type(e).__name__}: {_first_line(e)}"
 
 
 def val_robustness(record: TrialRecord) -> dict[str, float]:
@@ -324,11 +413,14 @@ def open_store(tracking_uri: str) -> MlflowClient:
 
 
 def report_sweeps(tracking_uri: str, sweeps: list[str], paper: str | None, out: str | Path,
-                  metric: str = OBJECTIVE) -> tuple[Report, dict[str, Path]]:  # fmt: skip
+                  metric: str = OBJECTIVE, n_boot: int = 2000, seed: int = 0) -> tuple[Report, dict[str, Path]]:  # fmt: skip
     """`farm report`: the best trial per fusion over the sweeps (by `metric`), reported into `out`.
 
     A fusion present in several sweeps is represented by its best trial across them; the report's
-    notes say when the rows come from different datasets or folds.
+    notes say when the rows come from different datasets or folds. With AMF and another fusion, their
+    fold runs' test predictions are read and AMF is compared with each other method: a 95% paired
+    subject bootstrap of `n_boot` replicates (random seed `seed`); predictions that cannot be read make
+    that comparison "not comparable", not the report fail.
     """
     table = load_paper_table(paper) if paper else None  # a bad name fails before the store is read
     if not sweeps:
@@ -341,12 +433,14 @@ def report_sweeps(tracking_uri: str, sweeps: list[str], paper: str | None, out: 
                 best[fusion] = rec
     if not best:
         raise SweepLookupError(f"no FINISHED trial with a finite {metric} in {', '.join(sweeps)} ({tracking_uri})")
+    compared = "amf" in best and len(best) > 1  # the report compares AMF with the others, nothing else
     methods = []
     for rec in best.values():
         study = trial_test_study(client, rec)
+        preds, note = trial_predictions(client, rec) if compared else (None, "")
         methods.append(replace(method_result(rec, metric), test_robustness=study.rows,
                                test_robustness_source=study.source, test_robustness_run=study.run_id,
-                               test_robustness_note=study.note))  # fmt: skip
+                               test_robustness_note=study.note, predictions=preds, predictions_note=note))  # fmt: skip
     aus = tuple(dict.fromkeys(a for m in methods for a in m.aus))
-    report = build_report(methods, aus, table, store=tracking_uri)
+    report = build_report(methods, aus, table, store=tracking_uri, n_boot=n_boot, seed=seed)
     return report, write_report(report, out)

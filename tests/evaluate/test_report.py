@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
+from farm.checkpoints import Predictions
 from farm.config import BP4D_AUS
+from farm.evaluate.promotion import decide
 from farm.evaluate.report import (
     PAPER_FILE,
     MethodResult,
@@ -61,19 +63,23 @@ def test_markdown_headers_comparison_and_provenance():
     for wrong in WRONG_HEADERS:
         assert wrong not in md, wrong
     assert [r.method.fusion for r in report.rows] == ["late", "amf"]  # the paper's row order
-    (sentence,) = report.comparisons()
+    (sentence,) = report.comparisons()  # no predictions given: numbers from the table, no claim
     a, b = (100 * r.avg_mean for r in reversed(report.rows))
-    assert sentence.startswith(f"AMF {a:.1f} vs late fusion {b:.1f}: AMF does not beat late fusion on these data")
-    assert "(paper: AMF 65.8 vs 61.1, +4.7)" in sentence
+    assert sentence.startswith("AMF vs late fusion: not comparable: the test predictions of AMF (trial trial_amf) were "
+                               "not read; the test predictions of late fusion (trial trial_late) were not read")  # fmt: skip
+    assert f"the table's Avg: AMF {a:.1f} vs late fusion {b:.1f} ({round(a, 1) - round(b, 1):+.1f} points), with no " \
+        "interval: no claim either way" in sentence and "beat" not in sentence  # fmt: skip
+    assert sentence.endswith("; paper: AMF 65.8 vs 61.1 (+4.7).")
     assert "relabelled" in md and "paper, Table 1 (BP4D)" in md
     assert "`run_amf`" in md and "P1:hP1, P2:hP2, P3:hP3" in md
 
 
-def test_comparison_says_beats_and_reports_no_amf():
-    up = build_report([method("amf", 0.6, 1), method("early", 0.3, 2)], BP4D_AUS)
-    assert "AMF beats early fusion on these data" in up.comparisons()[0]
+def test_comparison_reports_no_amf_and_no_baseline():
     none = build_report([method("late", 0.6, 1)], BP4D_AUS)
     assert none.comparisons() == ["This report holds no AMF result, so it makes no AMF comparison."]
+    alone = build_report([method("amf", 0.6, 1)], BP4D_AUS)
+    assert alone.comparisons() == ["This report holds no baseline to compare AMF with."] and alone.pairs == ()
+    assert "| Method | Baseline |" not in alone.to_markdown()
 
 
 def test_notes_flag_au_set_data_and_logged_mean_differences():
@@ -95,6 +101,7 @@ def test_csv_round_trips_and_files_are_written(tmp_path):
                           load_paper_table("bp4d"))  # fmt: skip
     paths = write_report(report, tmp_path / "out")
     assert sorted(paths) == ["csv", "md", "png", "robustness_png"] and all(p.exists() for p in paths.values())
+    assert "Every farm number here: 3 folds (P1, P2, P3) x 1 seed, joint protocol." in paths["md"].read_text()
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["png"].stat().st_size > 1000
     assert paths["md"].read_text().startswith("# AU detection report")
     with paths["csv"].open() as fh:
@@ -107,6 +114,7 @@ def test_csv_round_trips_and_files_are_written(tmp_path):
             assert float(got["f1_mean_pct"]) == pytest.approx(100 * r.au_mean[au], abs=1e-12)
             assert float(got["f1_std_pct"]) == pytest.approx(100 * r.au_std[au], abs=1e-12)
             assert got["run_id"] == r.method.run_id and got["data_hash"] == "d1" and got["num_folds"] == "3"
+            assert (got["protocol"], got["seeds"]) == ("joint", "1")
         assert float(ours[(r.method.fusion, "Avg")]["f1_mean_pct"]) == pytest.approx(100 * r.avg_mean, abs=1e-12)
     assert ours[("amf", "AU24")]["paper_f1_pct"] == "52.0" and ours[("single:visual", "Avg")]["paper_f1_pct"] == "59.6"
     paper = [r for r in rows if r["source"] == "paper" and r["section"] == "test_f1"]
@@ -395,3 +403,158 @@ def test_a_failed_robustness_plot_leaves_the_previous_files_whole(tmp_path, monk
     assert {k: p.read_bytes() for k, p in first.items()} == before  # md, csv and report.png were not replaced
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.csv", "report.md", "report.png",
                                                                     "robustness.png"]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# comparisons: AMF against each baseline, with the promotion bootstrap's interval
+
+
+def predictions(right, seed, subjects=12, frames=40, aus=BP4D_AUS):
+    """Per-frame test predictions over 3 folds (subjects dealt round-robin) with labels shared by every model (drawn
+    from seed 0): each known label is predicted right with probability `right`."""
+    labels_rng, rng = np.random.default_rng(0), np.random.default_rng(seed)
+    subj = np.repeat([f"S{i:02d}" for i in range(subjects)], frames)
+    fold = np.repeat([FOLDS[i % 3] for i in range(subjects)], frames)
+    labels = (labels_rng.random((len(subj), len(aus))) < 0.35).astype(np.int8)
+    labels[labels_rng.random(labels.shape) < 0.03] = -1
+    wrong = rng.random(labels.shape) >= right
+    probs = np.where((labels == 1) ^ wrong, 0.8, 0.2).astype(np.float32)
+    return Predictions(subj.astype(object), np.full(len(subj), "T1", object), np.tile(np.arange(frames), subjects),
+                       fold.astype(object), probs, labels, tuple(aus))  # fmt: skip
+
+
+def with_preds(fusion, level, preds, seed=0, **kw):
+    return dataclasses.replace(method(fusion, level, seed), predictions=preds, **kw)
+
+
+def two_seeds(a, b):
+    """One Predictions with a's rows as seed 0 and b's (the same frames) as seed 1."""
+    cols = {k: np.concatenate([getattr(a, k), getattr(b, k)]) for k in ("subject", "task", "frame", "fold", "probs",
+                                                                         "labels")}  # fmt: skip
+    return Predictions(**cols, aus=a.aus, seed=np.repeat([0, 1], len(a.subject)))
+
+
+def test_the_reports_interval_is_the_promotion_bootstraps():
+    amf, late = predictions(0.8, 1), predictions(0.75, 2)
+    report = build_report([with_preds("amf", 0.5, amf), with_preds("late", 0.4, late, 2)], BP4D_AUS,
+                          n_boot=700, seed=11)  # fmt: skip
+    (pair,) = report.pairs
+    d = decide(amf, late, n_boot=700, seed=11)
+    c = pair.result
+    assert (c.ci_low, c.ci_high, c.difference, c.n_subjects, c.n_frames) == (d.ci_low, d.ci_high, d.difference,
+                                                                             d.n_subjects, d.n_frames)  # fmt: skip
+    assert (c.a_f1, c.b_f1, c.n_boot, c.seed) == (d.candidate_f1, d.champion_f1, 700, 11)
+    other = build_report([with_preds("amf", 0.5, amf), with_preds("late", 0.4, late, 2)], BP4D_AUS, n_boot=700,
+                         seed=12).pairs[0].result  # fmt: skip
+    assert (other.ci_low, other.ci_high) != (c.ci_low, c.ci_high)  # the seed is passed on
+
+
+def test_a_large_difference_is_significant_and_none_is_not(tmp_path):
+    good, poor = predictions(0.9, 1), predictions(0.6, 2)
+    win = build_report([with_preds("amf", 0.5, good), with_preds("late", 0.4, poor, 2)], BP4D_AUS, n_boot=500)
+    (p,) = win.pairs
+    d, lo, hi = (100 * v for v in (p.result.difference, p.result.ci_low, p.result.ci_high))
+    assert lo > 0 and p.verdict == "AMF beats late fusion"
+    assert p.words == f"AMF beats late fusion by {d:.1f} [{lo:.1f}, {hi:.1f}] points"
+    loss = build_report([with_preds("amf", 0.5, poor), with_preds("late", 0.4, good, 2)], BP4D_AUS, n_boot=500)
+    (q,) = loss.pairs
+    d2, lo2, hi2 = (100 * v for v in (q.result.difference, q.result.ci_low, q.result.ci_high))
+    assert hi2 < 0 and q.verdict == "late fusion beats AMF"
+    assert q.words == f"late fusion beats AMF by {-d2:.1f} [{-hi2:.1f}, {-lo2:.1f}] points"
+    same = build_report([with_preds("amf", 0.5, good), with_preds("cam", 0.4, good, 2)], BP4D_AUS, n_boot=500)
+    (r,) = same.pairs  # the same model twice: every paired replicate is zero
+    assert r.verdict == "no detectable difference" and r.words == (
+        "AMF vs ResNet-18+CAM: no detectable difference: 0.0 [0.0, 0.0] points"
+    )
+    # two models of the same quality, their errors drawn independently (label noise flipped symmetrically)
+    alike = build_report([with_preds("amf", 0.5, predictions(0.75, 3)), with_preds("early", 0.4, predictions(0.75, 4))],
+                         BP4D_AUS, n_boot=500)  # fmt: skip
+    (e,) = alike.pairs
+    assert e.result.ci_low < 0 < e.result.ci_high and e.verdict == "no detectable difference"
+    assert e.words.startswith("AMF vs early fusion: no detectable difference: ") and "beats" not in e.words
+    (sentence,) = win.comparisons()
+    assert sentence.startswith(f"AMF beats late fusion by {d:.1f} [{lo:.1f}, {hi:.1f}] points (95% CI of AMF − late "
+                               "fusion; AMF ") and "on 480 common test frames of 12 subjects, 3 folds x 1 seed, " \
+        "joint protocol)." in sentence  # fmt: skip
+
+
+def test_two_seeds_per_fold_widen_the_interval_and_are_named():
+    s0, s1, late = predictions(0.9, 1), predictions(0.65, 5), predictions(0.75, 2)
+    seeded = build_report([with_preds("amf", 0.5, two_seeds(s0, s1), seeds=2), with_preds("late", 0.4, late, 2)],
+                          BP4D_AUS, n_boot=600)  # fmt: skip
+    one = build_report([with_preds("amf", 0.5, s0), with_preds("late", 0.4, late, 2)], BP4D_AUS, n_boot=600)
+    (p,), (q,) = seeded.pairs, one.pairs
+    assert p.result.a_seeds == (2, 2, 2) and p.result.b_seeds == (1, 1, 1) and p.result.n_frames == 480
+    assert p.folds_seeds == "AMF 3 folds x 2 seeds vs late fusion 3 folds x 1 seed"
+    assert p.result.ci_high - p.result.ci_low > q.result.ci_high - q.result.ci_low  # the seeds' spread counts
+    md = seeded.to_markdown()
+    assert ("Farm numbers: 3 folds (P1, P2, P3) x 1 seed, joint protocol (late fusion); 3 folds (P1, P2, P3) x 2 "
+            "seeds, joint protocol (AMF).") in md  # fmt: skip
+    assert "| AMF 3 folds x 2 seeds vs late fusion 3 folds x 1 seed | joint |" in md
+
+
+def test_not_comparable_comparisons_say_why_and_the_report_is_still_written(tmp_path):
+    late = with_preds("late", 0.4, predictions(0.7, 2), 2)
+    unread = dataclasses.replace(method("amf", 0.5, 1), predictions_note="ConnectionError: artifact store unreachable")
+    elsewhere = predictions(0.8, 1)
+    elsewhere = dataclasses.replace(elsewhere, subject=np.array(["X" + s for s in elsewhere.subject], dtype=object))
+    cam = with_preds("cam", 0.45, elsewhere, 3)  # another dataset: no frame in common with AMF's
+    report = build_report([unread, late], BP4D_AUS)
+    (p,) = report.pairs
+    assert not p.result.comparable and p.verdict == (
+        "not comparable: the test predictions of AMF (trial trial_amf) could not be read: ConnectionError: artifact "
+        "store unreachable")  # fmt: skip
+    other = build_report([with_preds("amf", 0.5, predictions(0.8, 1)), late, cam], BP4D_AUS, n_boot=200)
+    by = {q.b.method.fusion: q for q in other.pairs}
+    assert by["late"].result.comparable
+    assert by["cam"].verdict == "not comparable: the two models share no test frame (different datasets?)"
+    paths = write_report(other, tmp_path / "out")
+    md = paths["md"].read_text()
+    assert "- AMF vs ResNet-18+CAM: not comparable: the two models share no test frame (different datasets?); the " \
+        "table's Avg: AMF " in md  # fmt: skip
+    assert "| AMF | ResNet-18+CAM | – | – | – | – | – | – | – | joint | not comparable: the two models share" in md
+    with paths["csv"].open() as fh:
+        rows = {r["baseline_fusion"]: r for r in csv.DictReader(fh) if r["section"] == "comparison"}
+    assert rows["cam"]["verdict"].startswith("not comparable") and rows["cam"]["diff"] == rows["cam"]["low"] == ""
+    assert rows["late"]["diff"] != "" and all(p.exists() for p in paths.values())
+
+
+def test_csv_markdown_and_png_carry_the_intervals(tmp_path):
+    report = build_report([with_preds("amf", 0.5, predictions(0.9, 1), protocol="per-modality"),
+                           with_preds("late", 0.4, predictions(0.6, 2), 2, protocol="per-modality"),
+                           with_preds("single:depth", 0.3, predictions(0.85, 3), 3, protocol="per-modality")],
+                          BP4D_AUS, load_paper_table("bp4d"), n_boot=300, seed=3)  # fmt: skip
+    paths = write_report(report, tmp_path / "out")
+    with paths["csv"].open() as fh:
+        rows = {r["baseline_fusion"]: r for r in csv.DictReader(fh) if r["section"] == "comparison"}
+    assert set(rows) == {"late", "single:depth"}
+    for p in report.pairs:
+        row, c = rows[p.b.method.fusion], p.result
+        assert (float(row["diff"]), float(row["low"]), float(row["high"])) == pytest.approx(
+            (100 * c.difference, 100 * c.ci_low, 100 * c.ci_high), abs=1e-9)  # fmt: skip
+        assert (row["method"], row["baseline"], row["fusion"], row["verdict"]) == ("AMF", p.b.method.label, "amf",
+                                                                                   p.verdict)  # fmt: skip
+        assert (row["n_subjects"], row["n_frames"], row["n_boot"], row["seed"]) == ("12", "480", "300", "3")
+        assert (row["num_folds"], row["seeds"], row["protocol"], row["source"]) == ("3", "1", "per-modality", "farm")
+    assert rows["late"]["verdict"] == "AMF beats late fusion"
+    md = paths["md"].read_text()
+    assert "## Comparisons: AMF against each baseline" in md and "300 replicates, random seed 3" in md
+    c = report.pairs[0].result
+    assert report.pairs[0].b.method.fusion == "single:depth"  # the paper's row order
+    assert (
+        f"| AMF | ResNet-18 (depth) | {100 * c.difference:.1f} | [{100 * c.ci_low:.1f}, {100 * c.ci_high:.1f}] "
+        f"| {100 * c.a_f1:.1f} | {100 * c.b_f1:.1f} | 12 | 480 | 3 folds x 1 seed | per-modality |"
+    ) in md
+    assert md.count("Every farm number here: 3 folds (P1, P2, P3) x 1 seed, per-modality protocol.") == 2
+    assert "per-modality protocol); paper: AMF 65.8 vs 61.1 (+4.7)." in md  # the paper's gap, beside ours
+    without = write_report(dataclasses.replace(report, pairs=()), tmp_path / "plain")
+
+    def height(png):  # the PNG header's image height
+        return int.from_bytes(png.read_bytes()[20:24], "big")
+
+    assert height(paths["png"]) > height(without["png"])  # the panel of differences with their intervals
+
+
+def test_build_report_refuses_a_bootstrap_without_replicates():
+    with pytest.raises(ReportError, match="at least one replicate"):
+        build_report([method("amf", 0.5, 1)], BP4D_AUS, n_boot=0)

@@ -3,21 +3,28 @@
 import csv
 import math
 import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
+from farm.checkpoints import Predictions
 from farm.config import BP4D_AUS
 from farm.data.store import read_meta
 from farm.evaluate.cv import aggregate_folds
+from farm.evaluate.promotion import decide
 from farm.metrics import summarize
 from farm.tracking.mlflow import PARENT_TAG, RunTracker
 from farm.tracking.sweeps import (
     SweepLookupError,
     best_per_fusion,
     best_trial,
+    fold_predictions,
     method_result,
+    prediction_runs,
     report_sweeps,
     trial_runs,
     trial_test_study,
@@ -49,18 +56,42 @@ def fold_results(seed, robust=False):
     return out
 
 
+def fold_preds(right, seed, subjects=12, frames=30):
+    """{fold: per-frame test predictions of that fold's subjects} (4 per fold), as the engine writes them: labels
+    shared by every model (drawn from seed 0), each known label predicted right with probability `right`."""
+    labels_rng, rng = np.random.default_rng(0), np.random.default_rng(seed)
+    subj = np.repeat([f"S{i:02d}" for i in range(subjects)], frames)
+    fold = np.repeat([FOLDS[i % 3] for i in range(subjects)], frames)
+    labels = (labels_rng.random((len(subj), len(BP4D_AUS))) < 0.35).astype(np.int8)
+    labels[labels_rng.random(labels.shape) < 0.03] = -1
+    probs = np.where((labels == 1) ^ (rng.random(labels.shape) >= right), 0.8, 0.2).astype(np.float32)
+    p = Predictions(subj.astype(object), np.full(len(subj), "T1", object), np.tile(np.arange(frames), subjects),
+                    fold.astype(object), probs, labels, BP4D_AUS)  # fmt: skip
+    return {f: p.select(np.flatnonzero(p.fold == f)) for f in FOLDS}
+
+
 def add_trial(client, exp_id, trial, fusion, seed, start, status="FINISHED", val=None, data_path="/nonexistent/data",
-              folds=True, robust=False):  # fmt: skip
-    """A parent run and its fold runs, logged the way farm/sweep/worker.py logs them (RunTracker)."""
+              folds=True, robust=False, preds=None, params=None, tags=None):  # fmt: skip
+    """A parent run and its fold runs, logged the way farm/sweep/worker.py logs them (RunTracker).
+
+    preds: {fold: Predictions} logged as each fold run's predictions/test_predictions.parquet (without a seed
+    column, as the engine writes it); a list of them: one fold run per seed, tagged `seed` 0, 1, ..."""
     results = fold_results(seed, robust)
     parent = client.create_run(exp_id, run_name=trial, start_time=start,
-                               tags={"trial": trial, "sweep": "sw", "git_sha": "abc123"}).info.run_id  # fmt: skip
+                               tags={"trial": trial, "sweep": "sw", "git_sha": "abc123", **(tags or {})}).info.run_id  # fmt: skip
     pt = RunTracker(client, parent)
     pt.log_params({"model.fusion": fusion, "data.aus": BP4D_AUS, "data.path": data_path,
-                   "data.modalities": "visual,depth" if robust else ""})  # fmt: skip
-    for r in results if folds else []:
+                   "data.modalities": "visual,depth" if robust else "", **(params or {})})  # fmt: skip
+    per_seed = preds if isinstance(preds, list) else [preds]
+    for r, i in [(r, i) for r in results for i in range(len(per_seed))] if folds else []:
+        seed_tag = {"seed": str(i)} if isinstance(preds, list) else {}
         kid = client.create_run(exp_id, run_name=f"{trial}-{r['fold']}", start_time=start + 1,
-                                tags={PARENT_TAG: parent, "fold": r["fold"], "trial": trial}).info.run_id  # fmt: skip
+                                tags={PARENT_TAG: parent, "fold": r["fold"], "trial": trial, **seed_tag}).info.run_id  # fmt: skip
+        if per_seed[i] is not None:
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(d) / "test_predictions.parquet"
+                pq.write_table(per_seed[i][r["fold"]].to_table().drop_columns(["seed"]), path)
+                client.log_artifact(kid, str(path), "predictions")
         kt = RunTracker(client, kid)
         for e in range(2):
             kt.log_metrics({"val/f1_mean": r["val"]["f1_mean"] - 0.1 * (1 - e)}, step=e)
@@ -91,10 +122,10 @@ def template(tmp_path_factory):
     """The store, written once (MLflow's sqlite set-up takes seconds); each test gets a copy."""
     path = tmp_path_factory.mktemp("store") / "mlflow.db"
     client = MlflowClient(f"sqlite:///{path}")
-    exp = client.create_experiment("sw")
+    exp = client.create_experiment("sw", artifact_location=str(path.parent / "artifacts"))  # read, never written
     ids = {
-        "amf": add_trial(client, exp, "t_amf", "amf", 1, T0, val=0.50, robust=True),
-        "late": add_trial(client, exp, "t_late", "late", 2, T0 + 10, val=0.60),
+        "amf": add_trial(client, exp, "t_amf", "amf", 1, T0, val=0.50, robust=True, preds=fold_preds(0.9, 1)),
+        "late": add_trial(client, exp, "t_late", "late", 2, T0 + 10, val=0.60, preds=fold_preds(0.6, 2)),
         "late_tie": add_trial(client, exp, "t_late2", "late", 3, T0 + 20, val=0.60),
         "killed": add_trial(client, exp, "t_killed", "amf", 4, T0 + 30, status="KILLED"),
     }
@@ -187,7 +218,7 @@ def test_report_sweeps_avg_equals_the_logged_cv_test_f1(store, tmp_path):
         for au in BP4D_AUS:
             assert r.au_mean[au] == pytest.approx(logged[f"cv/test_f1_{au}"], abs=1e-12)
     md = paths["md"].read_text()
-    assert "AMF does not beat late fusion" in md or "AMF beats late fusion" in md or "AMF ties with" in md
+    assert "- AMF beats late fusion by " in md  # right on 90% of the labels against 60%: a clear interval
     assert "differs from the run's" not in md and "not available" in md
 
 
@@ -327,3 +358,86 @@ def test_trial_test_study_prefers_a_readable_promotion_study_and_falls_back_to_t
     assert found.run_id == good and f"run {bad.info.run_id} could not be read" in found.note
     report, paths = report_sweeps(uri, ["sw-art"], "bp4d", tmp_path / "report")
     assert report.robustness[0].method.test_robustness_run == good and paths["md"].exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# comparisons: the fold runs' logged test predictions, the promotion bootstrap, seeds
+
+
+def test_report_sweeps_compares_amf_with_the_baseline_as_promote_would(store, tmp_path):
+    from farm.tracking.registry import fold_predictions as promote_predictions
+
+    uri, client, ids = store
+    report, paths = report_sweeps(uri, ["sw"], None, tmp_path / "report", n_boot=300, seed=2)
+    (pair,) = report.pairs
+    records = trial_runs(client, "sw")
+    amf, late = (promote_predictions(client, best_trial(records, fusion=f)) for f in ("amf", "late"))
+    logged = fold_preds(0.9, 1)
+    assert np.array_equal(amf.probs, np.concatenate([logged[f].probs for f in FOLDS])) and not amf.seed.any()
+    d = decide(amf, late, n_boot=300, seed=2)
+    c = pair.result
+    assert (c.ci_low, c.ci_high, c.difference, c.n_subjects, c.n_frames) == (d.ci_low, d.ci_high, d.difference, 12,
+                                                                             360)  # fmt: skip
+    assert pair.verdict == "AMF beats late fusion" and c.ci_low > 0.1
+    with paths["csv"].open() as fh:
+        (row,) = [r for r in csv.DictReader(fh) if r["section"] == "comparison"]
+    assert (float(row["low"]), float(row["high"])) == pytest.approx((100 * d.ci_low, 100 * d.ci_high), abs=1e-9)
+    assert (row["baseline"], row["n_boot"], row["seed"], row["run_id"]) == ("late fusion", "300", "2", ids["amf"])
+    md = paths["md"].read_text()
+    assert f"| AMF | late fusion | {100 * c.difference:.1f} | [{100 * c.ci_low:.1f}, {100 * c.ci_high:.1f}] |" in md
+    assert "Every farm number here: 3 folds (P1, P2, P3) x 1 seed, joint protocol." in md
+
+
+def test_predictions_that_cannot_be_read_leave_the_rest_of_the_report(store, tmp_path, monkeypatch):
+    from farm.tracking.registry import PromoteError
+    from farm.tracking.registry import fold_predictions as promote_predictions
+
+    uri, client, _ = store
+    exp = client.create_experiment("sw-np", artifact_location=str(tmp_path / "np-art"))
+    add_trial(client, exp, "t_amf", "amf", 1, T0, preds=fold_preds(0.9, 1))
+    late = add_trial(client, exp, "t_late", "late", 2, T0 + 10)  # its fold runs logged no predictions
+    report, paths = report_sweeps(uri, ["sw-np"], None, tmp_path / "report", n_boot=100)
+    (pair,) = report.pairs
+    kid = next(f.run_id for f in best_trial(trial_runs(client, "sw-np"), fusion="late").folds if f.fold == "P1")
+    why = f"fold P1 of trial t_late (run {kid}) has no test predictions (predictions/test_predictions.parquet): "
+    assert pair.verdict.startswith(f"not comparable: the test predictions of late fusion (trial t_late) could not be "
+                                   f"read: {why}")  # fmt: skip
+    assert all(p.exists() for p in paths.values()) and "not comparable" in paths["md"].read_text()
+    with pytest.raises(PromoteError, match=r"fold P1 of trial t_late \(run \w+\) has no test predictions"):
+        promote_predictions(client, best_trial(trial_runs(client, "sw-np"), fusion="late"))  # promote: as before
+    assert late
+
+    def unreachable(self, run_id, path, dst_path=None):  # e.g. S3 with no credentials on this machine
+        raise RuntimeError("artifact store unreachable\nsecond line")
+
+    monkeypatch.setattr(MlflowClient, "download_artifacts", unreachable)
+    report, paths = report_sweeps(uri, ["sw"], "bp4d", tmp_path / "report2")
+    (pair,) = report.pairs
+    assert pair.verdict == ("not comparable: the test predictions of AMF (trial t_amf) could not be read: "
+                            "RuntimeError: artifact store unreachable; the test predictions of late fusion (trial "
+                            "t_late) could not be read: RuntimeError: artifact store unreachable")  # fmt: skip
+    md = paths["md"].read_text()
+    assert "with no interval: no claim either way" in md and "| AMF | visual missing |" in md  # the rest is there
+
+
+def test_seed_tags_become_seeds_and_the_protocol_tag_is_named(store, tmp_path):
+    uri, client, _ = store
+    exp = client.create_experiment("sw-seeds", artifact_location=str(tmp_path / "seeds-art"))
+    two = [fold_preds(0.9, 1), fold_preds(0.7, 5)]
+    amf = add_trial(client, exp, "t_amf", "amf", 1, T0, preds=two, params={"seeds": "2"},
+                    tags={"protocol": "per-modality"})  # fmt: skip
+    add_trial(client, exp, "t_late", "late", 2, T0 + 10, preds=fold_preds(0.6, 2), tags={"protocol": "per-modality"})
+    rec = best_trial(trial_runs(client, "sw-seeds"), fusion="amf")
+    runs = prediction_runs(rec)
+    assert [(f.fold, f.tags["seed"]) for f in runs] == [(f, s) for f in FOLDS for s in ("0", "1")]
+    preds = fold_predictions(client, rec, runs)
+    assert sorted(set(preds.seed)) == [0, 1] and len(preds.subject) == 720  # the same 360 frames once per seed
+    assert np.array_equal(preds.probs[preds.seed == 1], np.concatenate([two[1][f].probs for f in FOLDS]))
+    m = method_result(rec)
+    assert (m.seeds, m.protocol, sorted(m.fold_f1)) == (2, "per-modality", list(FOLDS)) and m.run_id == amf
+    report, paths = report_sweeps(uri, ["sw-seeds"], None, tmp_path / "report", n_boot=200)
+    (pair,) = report.pairs
+    assert (pair.result.a_seeds, pair.result.b_seeds, pair.result.n_frames) == ((2, 2, 2), (1, 1, 1), 360)
+    md = paths["md"].read_text()
+    assert "3 folds (P1, P2, P3) x 2 seeds, per-modality protocol (AMF)" in md
+    assert "| AMF 3 folds x 2 seeds vs late fusion 3 folds x 1 seed | per-modality |" in md
