@@ -180,8 +180,9 @@ def _add_promote(sub: argparse._SubParsersAction) -> None:
         "  farm promote --sweep amf-bp4d --trial 3f2a_00007 --force",
     )
     p.add_argument("--sweep", required=True, help="sweep name (its MLflow experiment)")
-    p.add_argument("--metric", default="cv/val_f1_mean", help="selection metric, higher is better (default "
-                   "cv/val_f1_mean: validation subjects only; selecting on test metrics is refused)")  # fmt: skip
+    p.add_argument("--metric", default="", help="selection metric, higher is better (default: the sweep's first "
+                   "objective, cv/val_f1_mean unless its space named others; with several objectives that picks the "
+                   "Pareto front's best by the first; validation subjects only: test metrics are refused)")  # fmt: skip
     p.add_argument("--model-name", default="", help="registered model name (default <fusion>-<dataset>)")
     p.add_argument("--trial", default="", help="promote this trial (run name) instead of the best")
     p.add_argument("--force", action="store_true", help="make it champion whatever the bootstrap says (recorded)")

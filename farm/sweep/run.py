@@ -341,14 +341,24 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
         tuner = tune.Tuner(trainable, run_config=run_config,
                            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=trials))  # fmt: skip
     grid = tuner.fit()
-    rows = leaderboard(grid)
+    rows = leaderboard(grid, objs)
     close_stopped_runs(client, exp_id, rows)
-    print(format_leaderboard(rows, opts, folds))
+    for r in rows:  # the front is visible in MLflow too (a tag the runs table can filter on)
+        if r.get("pareto"):
+            from farm.tracking.mlflow import find_run
+
+            run = find_run(client, exp_id, r["trial"])
+            if run:
+                client.set_tag(run, "pareto_front", "true")
+    print(format_leaderboard(rows, opts, folds, objs=objs))
     del relay_actor
     return rows
 
 
-def leaderboard(grid) -> list[dict[str, Any]]:
+def leaderboard(grid, objs: tuple[str, ...] | list[str] = (OBJECTIVE,)) -> list[dict[str, Any]]:
+    """One row per trial, finished first, best by the first objective first; `pareto` marks the front."""
+    from farm.evaluate.cv import pareto_front
+
     rows = []
     for r in grid:
         m = r.metrics or {}
@@ -361,11 +371,17 @@ def leaderboard(grid) -> list[dict[str, Any]]:
         row = {"trial": trial, "status": "failed" if failed else ("finished" if m.get("final") else "stopped"),
                "val": m.get(OBJECTIVE, float("nan")), "test": m.get("cv/test_f1_mean", float("nan")),
                "test_std": m.get("cv/test_f1_std", float("nan")), "epoch": m.get("epoch"), "folds": {},
-               "config": dict(r.config or {}), "reason": reason}  # fmt: skip
+               "config": dict(r.config or {}), "reason": reason, "pareto": False,
+               "objectives": {k: float(m.get(k, float("nan"))) for k in objs}}  # fmt: skip
         if m.get("results"):
             row["folds"] = {f["fold"]: f["test"]["f1_mean"] for f in json.loads(m["results"])}
         rows.append(row)
-    rows.sort(key=lambda r: (r["status"] == "finished", r["val"] if math.isfinite(r["val"]) else -1), reverse=True)
+    first = lambda r: r["objectives"][objs[0]] if math.isfinite(r["objectives"][objs[0]]) else -1  # noqa: E731
+    rows.sort(key=lambda r: (r["status"] == "finished", first(r)), reverse=True)
+    finished = [r for r in rows if r["status"] == "finished"]
+    if len(objs) > 1:
+        for i in pareto_front([[r["objectives"][k] for k in objs] for r in finished]):
+            finished[i]["pareto"] = True
     return rows
 
 
@@ -400,16 +416,34 @@ def close_stopped_runs(client, exp_id: str, rows: list[dict[str, Any]]) -> None:
         client.set_terminated(parent, "KILLED")
 
 
-def format_leaderboard(rows: list[dict[str, Any]], opts: SweepOptions, folds: list[str], top: int = 5) -> str:
+def short_metric(name: str) -> str:
+    """cv/val_f1_missing_worst -> missing_worst (a leaderboard column)."""
+    return name.removeprefix("cv/val_f1_").removeprefix("cv/val_") or name
+
+
+def format_leaderboard(rows: list[dict[str, Any]], opts: SweepOptions, folds: list[str], top: int = 5,
+                       objs: tuple[str, ...] | list[str] = (OBJECTIVE,)) -> str:  # fmt: skip
     import re
 
-    lines = [f"\nsweep {opts.name}: top trials by fold-mean validation F1 (the objective; test F1 is reported, never optimised)",
-             f"{'trial':14s} {'status':9s} {'val F1':>7s} {'test F1 mean ± std':>19s}  " + " ".join(f"{f:>6s}" for f in folds)]  # fmt: skip
+    extra = [k for k in objs if k != OBJECTIVE]  # objectives other than the clean val F1 get a column each
+    multi = len(objs) > 1
+    front = [r for r in rows if r.get("pareto")]
+    if multi:  # the front first, then the rest; within each, by the first objective
+        top = max(top, len(front))
+        rows = front + [r for r in rows if not r.get("pareto")]
+    by = "fold-mean validation F1" if objs[0] == OBJECTIVE else objs[0]
+    head = (f"\nsweep {opts.name}: " + (f"Pareto front on {', '.join(objs)} (*), then the other trials by {objs[0]}"
+            if multi else f"top trials by {by} (the objective)") + "; test F1 is reported, never optimised")  # fmt: skip
+    lines = [head, f"{'trial':14s} {'status':9s} {'val F1':>7s} " + "".join(f"{short_metric(k)[:13]:>14s}" for k in extra)
+             + f" {'test F1 mean ± std':>19s}  " + " ".join(f"{f:>6s}" for f in folds)]  # fmt: skip
     for r in rows[:top]:
         per = " ".join(f"{100 * r['folds'][f]:6.1f}" if f in r["folds"] else f"{'-':>6s}" for f in folds)
         test = f"{100 * r['test']:6.1f} ± {100 * r['test_std']:4.1f}" if math.isfinite(r["test"]) else "-"
         val = f"{100 * r['val']:7.1f}" if math.isfinite(r["val"]) else f"{'-':>7s}"
-        lines.append(f"{r['trial']:14s} {r['status']:9s} {val} {test:>19s}  {per}")
+        more = "".join(f"{100 * r['objectives'][k]:14.1f}" if math.isfinite(r["objectives"].get(k, math.nan))
+                       else f"{'-':>14s}" for k in extra)  # fmt: skip
+        mark = "*" if r.get("pareto") else " "
+        lines.append(f"{r['trial'] + mark:14s} {r['status']:9s} {val} {more} {test:>19s}  {per}")
         if r["status"] == "failed":  # why, in short: the first failing fold (each fold's reason is in MLflow)
             first, *more = re.split(r"; (?=fold )", r.get("reason") or "see the trial's error file")
             short = first if len(first) <= 160 else first[:157] + "..."
@@ -420,6 +454,9 @@ def format_leaderboard(rows: list[dict[str, Any]], opts: SweepOptions, folds: li
           else f"open {store}")  # fmt: skip
     default_store = store == f"sqlite:///{Path('mlflow.db').resolve()}"
     promote = f"farm promote --sweep {opts.name}" + ("" if default_store else f" --tracking-uri {store}")
+    if multi:
+        lines.append(f"Pareto front: {len(front)} trial{'s' * (len(front) != 1)} ({', '.join(r['trial'] for r in front)});"
+                     f" farm promote takes the front's best by {objs[0]}, or --metric one of {', '.join(objs)}")  # fmt: skip
     lines += [f"results: Tune/Train in {Path(opts.storage) / opts.name}, MLflow experiment {opts.name!r} in {store}",
               f"open them: {ui}", f"register the best: {promote}"]  # fmt: skip
     return "\n".join(lines)

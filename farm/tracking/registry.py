@@ -14,6 +14,7 @@ is already a version of the model says so and stops.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -146,7 +147,8 @@ def resolve_version(client: MlflowClient, uri: str):
 class PromoteOptions:
     sweep: str
     tracking_uri: str
-    metric: str = "cv/val_f1_mean"
+    metric: str = ""
+    """Selection metric; empty = the sweep's first objective (its experiment's `objective` tag), else cv/val_f1_mean."""
     model_name: str = ""
     """Registered model name; empty = <fusion>-<dataset name>, e.g. amf-bp4d."""
     trial: str = ""
@@ -183,6 +185,10 @@ def promote(opts: PromoteOptions, log=print) -> dict[str, Any]:
     client = open_store(opts.tracking_uri)
     mlflow.set_tracking_uri(opts.tracking_uri)
     records = trial_runs(client, opts.sweep)
+    if not opts.metric:  # the sweep's first objective (an experiment tag that farm sweep writes)
+        exp = client.get_experiment_by_name(opts.sweep)
+        first = ((exp.tags.get("objective") if exp else "") or "cv/val_f1_mean").split(",")[0]
+        opts = dataclasses.replace(opts, metric=first)
     if opts.trial:
         chosen = [r for r in records if opts.trial in (r.trial, r.run_id)]
         if not chosen:

@@ -3,6 +3,7 @@
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -48,6 +49,54 @@ def test_smoke_sweep_logs_one_parent_per_trial_and_one_child_per_fold(smoke_swee
     assert len(study.trials) == 2
 
 
+def test_validation_robustness_on_folds_and_trials_equals_a_direct_computation(smoke_sweep):
+    """Issue 13: every fold measures its best epoch on its validation subjects; the parent logs the fold means."""
+    import torch
+
+    from farm.checkpoints import BEST_FILE, InputSpec, load_checkpoint
+    from farm.config import unflatten
+    from farm.data.perturb import Condition
+    from farm.data.store import FrameStore
+    from farm.engine import build_loaders, robustness_f1
+    from farm.evaluate.inference import rebuild_model
+    from farm.tracking.sweeps import best_trial, trial_runs  # noqa: F401 - the reader the report uses
+
+    client, parents, children = runs_by_parent(smoke_sweep.root, smoke_sweep.name)
+    mods = ("visual", "depth", "thermal")
+    for p in parents:
+        kids = children[p.info.run_id]
+        for m in mods:
+            per_fold = [k.data.metrics[f"val/f1_missing_{m}"] for k in kids]
+            assert p.data.metrics[f"cv/val_f1_missing_{m}"] == pytest.approx(np.mean(per_fold), abs=1e-12)
+        worst = min(p.data.metrics[f"cv/val_f1_missing_{m}"] for m in mods + ("visual-depth", "visual-thermal",
+                                                                              "depth-thermal"))  # fmt: skip
+        assert p.data.metrics["cv/val_f1_missing_worst"] == pytest.approx(worst, abs=1e-12)
+        assert "cv/val_f1_noise_visual-depth-thermal_0.8" in p.data.metrics
+        assert not any(k.startswith("cv/test") and "missing" in k for k in p.data.metrics)  # never test subjects
+    # a direct computation with fold P1's best checkpoint of the first trial, on that fold's validation subjects
+    p = parents[0]
+    kid = next(k for k in children[p.info.run_id] if k.data.tags["fold"] == "P1")
+    ckpt_dir = Path(p.data.tags["checkpoint"]) / "P1"
+    best = load_checkpoint(ckpt_dir / BEST_FILE)
+    spec = InputSpec.from_dict(best["input"])
+    model = rebuild_model(best["config"], spec)
+    model.load_state_dict(best["model"])
+    cfg = unflatten({f"{s}.{k}": v for s, sec in best["config"].items() for k, v in sec.items()})
+    store = FrameStore(smoke_sweep.root / "data")
+    from farm.engine import fold_split
+
+    split, _ = fold_split(cfg, store)
+    assert " ".join(split.val) == kid.data.tags["split.val"]
+    loader = build_loaders(cfg, store, split, spec.modalities)["val"]
+    from farm.engine import val_conditions
+
+    conds = val_conditions(cfg, spec.modalities)
+    direct = robustness_f1(model, loader, torch.device("cpu"), conds, cfg.data.aus, cfg.amf.eval_seed)
+    for c in (Condition("missing", ("depth",)), Condition("missing", ("visual", "thermal"))):
+        key = f"val/f1_missing_{'-'.join(c.modalities)}"
+        assert direct[key] == pytest.approx(kid.data.metrics[key], abs=1e-9), key
+
+
 def test_resume_after_kill_9_finishes_without_duplicates(farm_env):
     env, tmp_path = farm_env
     log = open(tmp_path / "first.log", "w")
@@ -79,3 +128,32 @@ def test_resume_after_kill_9_finishes_without_duplicates(farm_env):
                 assert len(client.get_metric_history(k.info.run_id, "val/f1_mean")) == 2
     study = optuna.load_study(study_name="resume", storage=f"sqlite:///{tmp_path / 'sweeps' / 'resume' / 'optuna.db'}")
     assert len(study.trials) == 3
+
+
+def test_multi_objective_sweep_prints_a_pareto_front_and_optuna_holds_both_values(farm_env):
+    env, tmp_path = farm_env
+    space = Path(__file__).parent / "spaces" / "multi_objective.yaml"
+    out = subprocess.run(sweep_args(tmp_path, "mo", "--space", str(space)), env=env, capture_output=True, text=True,
+                         timeout=900)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "objectives: cv/val_f1_mean, cv/val_f1_missing_worst" in out.stdout
+    assert "ASHA stops trials on cv/val_f1_mean only" in out.stdout
+    assert "Pareto front on cv/val_f1_mean, cv/val_f1_missing_worst" in out.stdout and "Pareto front: " in out.stdout
+    client, parents, _ = runs_by_parent(tmp_path, "mo")
+    on_front = [p for p in parents if p.data.tags.get("pareto_front") == "true"]
+    assert len(on_front) >= 1 and len(parents) == 2
+    study = optuna.load_study(study_name="mo", storage=f"sqlite:///{tmp_path / 'sweeps' / 'mo' / 'optuna.db'}")
+    assert len(study.directions) == 2
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and all(len(t.values) == 2 for t in done)
+    by_run = {p.info.run_name: p for p in parents}
+    for t in done:  # Optuna's values are the parent runs' logged objectives
+        assert any(
+            abs(p.data.metrics["cv/val_f1_mean"] - t.values[0]) < 1e-9
+            and abs(p.data.metrics["cv/val_f1_missing_worst"] - t.values[1]) < 1e-9
+            for p in by_run.values()
+        )
+    front_values = {tuple(t.values) for t in study.best_trials}  # Optuna's own Pareto front agrees with ours
+    assert front_values == {(p.data.metrics["cv/val_f1_mean"], p.data.metrics["cv/val_f1_missing_worst"])
+                            for p in on_front}  # fmt: skip
+    assert client.get_experiment_by_name("mo").tags["objective"] == "cv/val_f1_mean,cv/val_f1_missing_worst"
