@@ -67,7 +67,7 @@ def test_bad_space_files_fail_at_once_naming_the_key(tmp_path, body, msg):
 
 def test_unknown_space_name_lists_the_shipped_ones():
     with pytest.raises(
-        SpaceError, match="shipped: ablation_cutswitch, ablation_modalities, amf_bp4d, amf_bp4dplus, baselines, smoke"
+        SpaceError, match="shipped: ablation_cutswitch, ablation_modalities, amf_bp4d, amf_bp4dplus, baselines, robustness_guidance, robustness_remedies, robustness_synthetic, smoke"
     ):
         load_space("nope")
     assert SPACE_DIR.name == "search_spaces"
