@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are touched: the report reads conditions without it
+    import torch
 
 SIGMAS = (0.1, 0.2, 0.5, 0.8)
 
@@ -35,11 +37,18 @@ class Condition:
         target = "+".join(self.modalities)
         return f"missing {target}" if self.kind == "missing" else f"noise {target} sigma={self.sigma:g}"
 
+    @property
+    def label(self) -> str:
+        """As a table shows it: 'clean', 'visual missing', 'visual+depth missing'."""
+        return "clean" if self.kind == "clean" else f"{'+'.join(self.modalities)} missing"
+
 
 def perturb(
     x: dict[str, torch.Tensor], cond: Condition, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
     """Apply a condition to normalised inputs (new tensors; the input is unchanged). Noise is not clipped."""
+    import torch
+
     if cond.kind == "clean":
         return x
     out = dict(x)
@@ -85,6 +94,8 @@ def drop_modalities(
     A frame that would lose every modality keeps one, chosen uniformly among them. Returns new
     tensors for the modalities that changed; x is unchanged. One mask draw per batch (B, M).
     """
+    import torch
+
     mods = [m for m in x if not only or m in only]
     if prob <= 0 or not mods or len(x) < 2:
         return x

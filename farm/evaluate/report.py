@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import yaml
 
+from farm.data.perturb import Condition
 from farm.evaluate.promotion import Comparison, compare, seeds_text
 from farm.files import atomic_paths
 
@@ -97,32 +98,7 @@ def load_paper_table(which: str) -> PaperTable:
                       tuple(doc["printed_headers"]), rows)  # fmt: skip
 
 
-@dataclass(frozen=True)
-class RobustCondition:
-    """A robustness condition: 'clean', 'missing' (modalities zeroed) or 'noise' (Gaussian of std sigma).
-
-    The report's own small copy of farm.data.perturb.Condition (that module imports torch); `name`
-    is the same text, so report.csv's `condition` matches the study's robustness.csv.
-    """
-
-    kind: str
-    modalities: tuple[str, ...] = ()
-    sigma: float = 0.0
-
-    @property
-    def name(self) -> str:
-        if self.kind == "clean":
-            return "clean"
-        target = "+".join(self.modalities)
-        return f"missing {target}" if self.kind == "missing" else f"noise {target} sigma={self.sigma:g}"
-
-    @property
-    def label(self) -> str:
-        """As the Markdown table shows it: 'clean', 'visual missing', 'visual+depth missing'."""
-        return "clean" if self.kind == "clean" else f"{'+'.join(self.modalities)} missing"
-
-
-def parse_condition(suffix: str, modalities: tuple[str, ...] = ()) -> RobustCondition | None:
+def parse_condition(suffix: str, modalities: tuple[str, ...] = ()) -> Condition | None:
     """A metric suffix of farm.data.perturb.metric_suffix -> the condition; None for other names.
 
     'missing_depth', 'missing_depth-thermal', 'noise_visual_0.5', 'noise_visual-depth_0.5' (the target
@@ -131,7 +107,7 @@ def parse_condition(suffix: str, modalities: tuple[str, ...] = ()) -> RobustCond
     """
     kind, _, rest = suffix.partition("_")
     if kind == "missing" and rest and rest != "worst":
-        return RobustCondition("missing", tuple(rest.split("-")))
+        return Condition("missing", tuple(rest.split("-")))
     if kind == "noise":
         target, _, sigma = rest.rpartition("_")
         try:
@@ -140,11 +116,11 @@ def parse_condition(suffix: str, modalities: tuple[str, ...] = ()) -> RobustCond
             return None
         if target and math.isfinite(value):
             mods = tuple(modalities) if target == "all" and modalities else tuple(target.split("-"))
-            return RobustCondition("noise", mods, value)
+            return Condition("noise", mods, value)
     return None
 
 
-def condition_from_row(row: dict) -> RobustCondition | None:
+def condition_from_row(row: dict) -> Condition | None:
     """A row of farm robustness's robustness.csv (kind, modalities joined with '+', sigma) -> the condition."""
     kind = str(row.get("kind", ""))
     if kind not in ("clean", "missing", "noise"):
@@ -154,7 +130,7 @@ def condition_from_row(row: dict) -> RobustCondition | None:
         sigma = float(row.get("sigma", 0.0) or 0.0) if kind == "noise" else 0.0
     except ValueError:
         return None
-    return RobustCondition(kind, () if kind == "clean" else mods, sigma)
+    return Condition(kind, () if kind == "clean" else mods, sigma)
 
 
 @dataclass(frozen=True)
@@ -379,7 +355,7 @@ def compare_methods(a: MethodSummary, b: MethodSummary, n_boot: int = 2000, seed
 class RobustRow:
     """One condition of one method: our validation F1, the test study's F1 (fractions; NaN = none) and the paper's."""
 
-    condition: RobustCondition
+    condition: Condition
     val: float = math.nan
     test: float = math.nan
     paper: float | None = None
@@ -412,14 +388,14 @@ class MethodRobustness:
         return tuple(dict.fromkeys(r.condition.modalities for r in self.noise))
 
 
-def _canonical(c: RobustCondition, order: tuple[str, ...]) -> RobustCondition:
+def _canonical(c: Condition, order: tuple[str, ...]) -> Condition:
     """Modalities in the method's order (known ones first) and sigma rounded, so val, test and paper keys meet."""
     rank = {m: i for i, m in enumerate(order)}
     mods = tuple(sorted(c.modalities, key=lambda m: (rank.get(m, len(rank)), m)))
-    return RobustCondition(c.kind, mods, round(float(c.sigma), 6))
+    return Condition(c.kind, mods, round(float(c.sigma), 6))
 
 
-def _sort_key(c: RobustCondition, order: tuple[str, ...]) -> tuple:
+def _sort_key(c: Condition, order: tuple[str, ...]) -> tuple:
     rank = {m: i for i, m in enumerate(order)}
     return len(c.modalities), [rank.get(m, len(rank)) for m in c.modalities], c.modalities, c.sigma
 
@@ -428,12 +404,12 @@ def summarize_robustness(method: MethodResult, paper: PaperRobustness | None = N
     """Our validation conditions, the test study's and the paper's, on one set of rows (missing: every
     condition any of them has; a multimodal trial that measured none lists each modality missing)."""
     order = tuple(method.modalities)
-    val: dict[RobustCondition, float] = {}
+    val: dict[Condition, float] = {}
     for suffix, v in method.val_robustness.items():
         c = parse_condition(suffix, order)
         if c is not None:
             val[_canonical(c, order)] = float(v)
-    test: dict[RobustCondition, float] = {}
+    test: dict[Condition, float] = {}
     for row in method.test_robustness:
         c = condition_from_row(row)
         try:
@@ -452,17 +428,17 @@ def summarize_robustness(method: MethodResult, paper: PaperRobustness | None = N
                    f"beside ours ({', '.join(order)}): other modalities.")  # fmt: skip
     pmiss = {}
     for mods, f1 in placed.missing.items() if placed else ():
-        pmiss[_canonical(RobustCondition("missing", mods), order)] = f1
+        pmiss[_canonical(Condition("missing", mods), order)] = f1
     keys = {c for c in (*val, *test, *pmiss) if c.kind == "missing"}
     if len(order) >= 2:  # what `farm sweep` measures for these modalities: each one (and pair) missing
-        keys |= {RobustCondition("missing", (m,)) for m in order}
+        keys |= {Condition("missing", (m,)) for m in order}
         if len(order) >= 3:
-            keys |= {RobustCondition("missing", (a, b)) for i, a in enumerate(order) for b in order[i + 1 :]}
+            keys |= {Condition("missing", (a, b)) for i, a in enumerate(order) for b in order[i + 1 :]}
     missing = tuple(RobustRow(c, val.get(c, math.nan), test.get(c, math.nan), pmiss.get(c))
                     for c in sorted(keys, key=lambda c: _sort_key(c, order)))  # fmt: skip
     noise_keys = sorted({c for c in (*val, *test) if c.kind == "noise"}, key=lambda c: _sort_key(c, order))
     noise = tuple(RobustRow(c, val.get(c, math.nan), test.get(c, math.nan)) for c in noise_keys)
-    clean = RobustCondition("clean")
+    clean = Condition("clean")
     clean_row = RobustRow(
         clean, float(method.val_f1_clean), test.get(clean, math.nan), placed.clean if placed else None
     )
@@ -765,17 +741,17 @@ class Report:
         if self.figures:
             source = f"paper Fig. 4/5 ({self.paper.dataset if self.paper else self.figures.table})"
             for p in self.figures.rows:
-                clean = RobustCondition("clean")
+                clean = Condition("clean")
                 if p.clean is not None:
                     out.append(self._robust_row("paper", p.method, p.fusion, clean, p.clean, 0.0, "paper test",
                                                 sweep=f"{source}; clean from {p.clean_from}"))  # fmt: skip
                 for mods, f1 in p.missing.items():
                     delta = round(f1 - p.clean, 1) if p.clean is not None else math.nan  # both printed to 0.1
-                    out.append(self._robust_row("paper", p.method, p.fusion, RobustCondition("missing", mods), f1,
+                    out.append(self._robust_row("paper", p.method, p.fusion, Condition("missing", mods), f1,
                                                 delta, "paper test", sweep=source))  # fmt: skip
                 if p.noise_worst:
                     sigma, f1 = p.noise_worst
-                    row = self._robust_row("paper", p.method, p.fusion, RobustCondition("noise", (), sigma), f1,
+                    row = self._robust_row("paper", p.method, p.fusion, Condition("noise", (), sigma), f1,
                                            round(f1 - p.clean, 1) if p.clean is not None else math.nan, "paper test",
                                            sweep=source)  # fmt: skip
                     mods = "|".join(self.figures.modalities)
@@ -785,7 +761,7 @@ class Report:
         return out
 
     @staticmethod
-    def _robust_row(source: str, method: str, fusion: str, c: RobustCondition, f1: float, delta: float, split: str,
+    def _robust_row(source: str, method: str, fusion: str, c: Condition, f1: float, delta: float, split: str,
                     **extra: str) -> dict[str, str]:  # fmt: skip
         return {"source": source, "method": method, "fusion": fusion, "condition": c.name, "kind": c.kind,
                 "modalities": "+".join(c.modalities), "sigma": _num(c.sigma) if c.kind == "noise" else "",

@@ -13,9 +13,9 @@ from farm.config import BP4D_AUS
 from farm.evaluate.promotion import decide
 from farm.evaluate.report import (
     PAPER_FILE,
+    Condition,
     MethodResult,
     ReportError,
-    RobustCondition,
     build_report,
     load_paper_robustness,
     load_paper_table,
@@ -215,10 +215,10 @@ def test_parse_condition_reads_every_metric_name_the_engine_logs():
     for mods in (("visual", "depth"), ("visual", "depth", "thermal")):
         conds = [c for c in conditions(mods) if c.kind != "clean"]
         got = [parse_condition(metric_suffix(c), mods) for c in conds]
-        assert got == [RobustCondition(c.kind, c.modalities, c.sigma) for c in conds]
+        assert got == [Condition(c.kind, c.modalities, c.sigma) for c in conds]
         assert [g.name for g in got] == [c.name for c in conds]  # the text of robustness.csv's condition column
-    assert parse_condition("missing_visual-depth") == RobustCondition("missing", ("visual", "depth"))
-    assert parse_condition("noise_all_0.5", ("visual", "depth")) == RobustCondition("noise", ("visual", "depth"), 0.5)
+    assert parse_condition("missing_visual-depth") == Condition("missing", ("visual", "depth"))
+    assert parse_condition("noise_all_0.5", ("visual", "depth")) == Condition("noise", ("visual", "depth"), 0.5)
     for other in ("missing_worst", "mean", "std", "noise_visual_x", "noise_0.5", "clean"):
         assert parse_condition(other, ("visual", "depth")) is None, other
 
