@@ -82,11 +82,16 @@ def fold_rounds(tmp_path: Path) -> dict[Path, tuple[str, int]]:
     when it resumes, so a restarted fold's first value is the round it resumed from.
     """
     out = {}
-    for f in tmp_path.glob("farm-P*-*/P*/round.json"):
-        try:
-            out[f.parent.parent] = (f.parent.name, int(json.loads(f.read_text())["round"]))
-        except (OSError, ValueError, KeyError):
-            pass  # being written or removed
+    for d in tmp_path.glob("farm-P*-*"):
+        try:  # a worker folder can vanish between listing and reading (its fold ended): skip it
+            files = list(d.glob("P*/round.json"))
+        except OSError:
+            continue
+        for f in files:
+            try:
+                out[f.parent.parent] = (f.parent.name, int(json.loads(f.read_text())["round"]))
+            except (OSError, ValueError, KeyError):
+                pass  # being written or removed
     return out
 
 
