@@ -4,10 +4,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from farm.config import unflatten
 from farm.models import build_model
-from farm.models.amf import gumbel_select, log_mean_sigmoid, temperature
+from farm.models.amf import GumbelPick, gumbel_select, log_mean_sigmoid, pick_max, subtract_max, temperature
 
 
 def test_gumbel_selection_frequencies_match_alpha():
@@ -20,6 +21,13 @@ def test_gumbel_selection_frequencies_match_alpha():
     freq = sel[0].mean(0)  # (D, M)
     assert sel.sum(-1).eq(1).all(), "each dimension picks exactly one modality"
     se = (expected * (1 - expected) / n).sqrt()
+    assert torch.all((freq - expected).abs() < 5 * se + 1e-3), (freq, expected)
+    # the model's sampler (GumbelPick, modality-major), from its own draws
+    _, hard = GumbelPick.apply(
+        alpha.log().T.unsqueeze(0), torch.zeros(1, 3, 3), 0.7, n, torch.Generator().manual_seed(1)
+    )
+    assert hard.shape == (1, n, 3, 3) and hard.sum(2).eq(1).all()  # (1, n, M, D)
+    freq = hard[0].mean(0).T  # (D, M)
     assert torch.all((freq - expected).abs() < 5 * se + 1e-3), (freq, expected)
 
 
@@ -164,3 +172,121 @@ def test_guidance_can_train_the_scorer_only():
         grads[flag] = sum(float(p.grad.abs().sum()) for p in m.backbones.parameters() if p.grad is not None)
         assert m.scorers["visual"].weight.grad.abs().sum() > 0
     assert grads[True] > 0 and grads[False] == 0
+
+
+# Issue 16: the selection is computed without its (B, K, D, M) one-hot product (GumbelPick). The
+# reference below is AMF's forward before that change, kept minimal, to check that the same seed
+# still gives the same draws, the same outputs and the same gradients.
+
+
+def _reference_forward(model, x):
+    """AMF.forward as it was: one-hot straight-through selection (B, K, D, M) times a, summed over M."""
+    feats = {m: model.backbones[m](x[m]) for m in model.modalities}
+    a = torch.stack([feats[m] for m in model.modalities], dim=-1)  # (B, D, M)
+    log_alpha = torch.stack([F.logsigmoid(model.scorers[m](feats[m])) for m in model.modalities], dim=-1)
+    B, D, M = a.shape
+    if model.training or model.eval_mode == "mean":
+        gen = None if model.training else torch.Generator().manual_seed(model.eval_seed)
+        u = torch.rand((B if model.training else 1, model.num_samples, D, M), generator=gen)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
+        tau = model.tau if model.training else model.tau_floor
+        soft = torch.softmax((log_alpha.unsqueeze(1) + gumbel) / tau, dim=-1)
+        select = F.one_hot(soft.argmax(dim=-1), M).to(soft.dtype) - soft.detach() + soft
+    else:
+        select = F.one_hot(log_alpha.argmax(dim=-1), M).to(a.dtype).unsqueeze(1)
+    fused_logits = model.classifier((select * a.unsqueeze(1)).sum(dim=-1))
+    out = {"probs": torch.sigmoid(fused_logits).mean(1), "fused_logits": fused_logits}
+    out["selection"] = select.detach().mean(dim=1)
+    for i, m in enumerate(model.modalities):
+        out[f"features/{m}"] = feats[m]
+        out[f"alpha/{m}"] = log_alpha[..., i].exp()
+        out[f"logits/{m}"] = model.classifiers[m](feats[m])
+        if model.training and not model.guidance_backbone:
+            out[f"alpha_guide/{m}"] = torch.sigmoid(model.scorers[m](feats[m].detach()))
+    return out
+
+
+def _outputs_and_grads(model, forward, x, target, mask):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(11)
+    out = forward(x)
+    loss, _ = model.loss(out, target, mask)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {k: v.detach() for k, v in out.items()}, grads
+
+
+@pytest.mark.parametrize("modalities", [("visual", "depth"), ("visual", "depth", "thermal")])
+@pytest.mark.parametrize("num_samples", [1, 7])
+@pytest.mark.parametrize("mode", ["train", "eval_mean", "eval_argmax"])
+def test_same_draws_outputs_and_gradients_as_the_one_hot_selection(modalities, num_samples, mode):
+    channels = {"visual": 3, "depth": 1, "thermal": 1}
+    flat = {"model.fusion": "amf", "model.backbone": "resnet10", "amf.num_samples": num_samples, "amf.tau_start": 0.8}
+    flat["amf.eval_mode"] = "argmax" if mode == "eval_argmax" else "mean"
+    torch.manual_seed(0)
+    model = build_model(unflatten(flat), {m: channels[m] for m in modalities}, num_aus=5)
+    model.train(mode == "train")
+    g = torch.Generator().manual_seed(2)
+    x = {m: torch.randn(4, channels[m], 32, 32, generator=g) for m in modalities}
+    target, mask = torch.randint(0, 2, (4, 5), generator=g).float(), torch.ones(4, 5)
+    mask[0, 1] = 0.0
+
+    out, grads = _outputs_and_grads(model, model, x, target, mask)
+    ref, ref_grads = _outputs_and_grads(model, lambda x: _reference_forward(model, x), x, target, mask)
+    assert out.keys() == ref.keys()
+    for k in ref:
+        assert out[k].shape == ref[k].shape, k
+        assert torch.allclose(out[k], ref[k], atol=1e-6), (k, (out[k] - ref[k]).abs().max())
+    assert torch.equal(out["fused_logits"], ref["fused_logits"])  # the same picks: bit for bit
+    assert grads.keys() == ref_grads.keys()
+    for n in ref_grads:
+        assert torch.allclose(grads[n], ref_grads[n], atol=1e-6), (n, (grads[n] - ref_grads[n]).abs().max())
+    if mode == "eval_mean":  # no gradient needed: the softmax is skipped, the outputs are unchanged
+        with torch.no_grad():
+            assert torch.equal(model(x)["fused_logits"], out["fused_logits"])
+
+
+def test_gumbel_pick_equals_the_straight_through_product_in_float64():
+    """GumbelPick's closed-form backward is autograd's through (hard - soft.detach() + soft) * a."""
+    B, K, D, M = 3, 5, 6, 3
+    g = torch.Generator().manual_seed(4)
+    log_alpha = torch.randn(B, D, M, generator=g, dtype=torch.float64).sigmoid().log()
+    a = torch.randn(B, D, M, generator=g, dtype=torch.float64)
+    w = torch.randn(B, K, D, generator=g, dtype=torch.float64)  # weights of a downstream loss
+
+    la1, a1 = log_alpha.clone().requires_grad_(), a.clone().requires_grad_()
+    sel = gumbel_select(la1, K, 0.6, torch.Generator().manual_seed(9))  # (B, K, D, M)
+    ref = (sel * a1.unsqueeze(1)).sum(-1)  # (B, K, D)
+    (ref * w).sum().backward()
+
+    la2 = log_alpha.transpose(1, 2).contiguous().requires_grad_()  # modality-major, (B, M, D)
+    a2 = a.transpose(1, 2).contiguous().requires_grad_()
+    fused, hard = GumbelPick.apply(la2, a2, 0.6, K, torch.Generator().manual_seed(9))  # the same draws
+    (fused * w).sum().backward()
+
+    assert torch.equal(hard.transpose(2, 3), sel.detach().round())
+    assert torch.allclose(fused, ref, atol=1e-12)
+    assert torch.allclose(la2.grad.transpose(1, 2), la1.grad, atol=1e-12)
+    assert torch.allclose(a2.grad.transpose(1, 2), a1.grad, atol=1e-12)
+
+
+def test_gumbel_pick_breaks_exact_ties_like_argmax():
+    # Dimension 0 ties all three modalities, 1 ties modalities 1 and 2, 2 ties 0 and 1.
+    z = torch.tensor([[[[-1.0, -2.0, -0.5], [-1.0, -0.5, -0.5], [-1.0, -0.5, -3.0]]]])  # (B=1, K=1, M=3, D=3)
+    a = torch.arange(9.0).view(1, 3, 3)  # (B, M, D)
+    pick = z.argmax(dim=2)  # (B, K, D)
+    fused, hard = pick_max(subtract_max(z.clone()), a)  # (1, 1, D), (1, 1, M, D)
+    assert torch.equal(hard.argmax(2), pick) and torch.equal(hard.sum(2), torch.ones(1, 1, 3))
+    assert torch.equal(fused[0, 0], a[0].gather(0, pick[0])[0])
+    _, hard = pick_max(subtract_max(torch.full((1, 1, 3, 4), -0.7)), torch.ones(1, 3, 4))
+    assert torch.equal(hard[0, 0, 0], torch.ones(4)) and hard.sum() == 4  # all tied: the first modality
+
+
+def test_gumbel_pick_skips_the_softmax_without_gradients():
+    """Evaluation: no softmax is computed or kept when log_alpha needs no gradient."""
+    log_alpha, a = torch.randn(2, 3, 4).sigmoid().log(), torch.randn(2, 3, 4, requires_grad=True)
+    gen = torch.Generator().manual_seed(3)
+    fused, hard = GumbelPick.apply(log_alpha, a, 0.5, 5, gen, True)  # shared noise (1, K, D, M)
+    assert fused.grad_fn.saved_tensors[0] is None
+    fused.sum().backward()
+    assert torch.equal(a.grad, hard.sum(1))  # each sample's pick receives its gradient, (B, M, D)
