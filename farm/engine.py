@@ -351,7 +351,7 @@ def fit_fold(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         log(f"epoch {epoch:3d}  train/loss {metrics['train/loss']:.4f}  val/loss {val_loss:.4f}  "
             f"val/f1 {val['f1_mean']:.3f}{'  *' if improved else ''}  ({metrics['time/epoch_s']:.1f}s)")  # fmt: skip
-        tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        tracker.log_metrics({**{k: v for k, v in metrics.items() if k != "epoch"}, "val/f1_best": best_f1}, step=epoch)
         if ckpt:
             if improved:
                 save_checkpoint({"model": best_state, "config": to_dict(cfg), "input": spec.to_dict(), "epoch": epoch,

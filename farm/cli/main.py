@@ -18,6 +18,7 @@ def run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per step, not per file
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's INFO chatter (store creation, validation)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

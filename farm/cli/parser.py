@@ -134,18 +134,21 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         "concurrently as Ray Train workers (a GPU per fold when the cluster has GPUs), each early-stopping on its "
         "own validation subjects and testing once on its test partition. The objective is the fold-mean "
         "validation F1; ASHA stops weak trials on it per epoch. Every trial is a parent MLflow run, every fold a "
-        "child run. With no arguments: the smoke sweep on the synthetic set (generated if missing), a local Ray "
-        "and ./mlflow.db.",
+        "child run. --seeds N trains every fold N times (the objective and every F1 average the seeds; their "
+        "spread is reported). --protocol nested runs one search per outer fold instead (a trial trains only that "
+        "fold; --trials per fold) and reports the mean test F1 of each fold's selected configuration. With no "
+        "arguments: the smoke sweep on the synthetic set (generated if missing), a local Ray and ./mlflow.db.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  farm sweep\n  farm sweep --space search_spaces/amf_bp4d.yaml --data data/bp4d --trials 40 "
-        "--address auto\n  farm sweep --resume --name smoke-20261124-101500",
+        "--address auto\n  farm sweep --seeds 3 --protocol nested\n  farm sweep --resume --name smoke-20261124-101500",
     )
     p.add_argument("--space", default="smoke", help="search-space YAML file or name in search_spaces/ (default smoke)")
     p.add_argument("--data", default="", help="prepared dataset (default data/synthetic, generated if missing)")
     p.add_argument(
         "--fusion", default="", help="fix the fusion head (amf, late, early, cam, mtut, temt, single:<modality>)"
     )
-    p.add_argument("--trials", type=int, default=0, help="number of trials (default: the space file's)")
+    p.add_argument("--trials", type=int, default=0, help="number of trials (nested: per outer fold; default: the "
+                   "space file's)")  # fmt: skip
     p.add_argument("--max-concurrent", type=int, default=0, help="trials running at once (default: the space file's)")
     p.add_argument("--address", default="", help="Ray cluster: auto or HOST:PORT (default: start a local Ray)")
     p.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
@@ -154,6 +157,11 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                    "storage on a cluster; default runs/sweeps)")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue the sweep --name after Ctrl-C or a crash")
     p.add_argument("--seed", type=int, default=0, help="TPE sampler seed")
+    p.add_argument("--seeds", type=int, default=0, help="training seeds per fold: train.seed + 0..N-1, the subject "
+                   "split unchanged (default: the space file's sweep.seeds, else 1)")  # fmt: skip
+    p.add_argument("--protocol", default="", help="joint: one search, a trial "
+                   "trains every fold; nested: one search per outer fold (default: the space file's sweep.protocol, "
+                   "else joint)")  # fmt: skip
     p.add_argument("--tracking-relay", default="auto", choices=("auto", "on", "off"),
                    help="workers log to MLflow through a Ray actor on this node (auto: when the cluster has other "
                    "nodes and the store is sqlite or a 127.0.0.1 server; docs/cluster.md)")  # fmt: skip
@@ -169,7 +177,7 @@ def _add_promote(sub: argparse._SubParsersAction) -> None:
         "promote",
         help="register a sweep's best trial in the MLflow Model Registry; it becomes champion only if it wins",
         description="Pick the sweep's best finished trial by a validation metric, package its fold models as one "
-        "MLflow model (an ensemble: probabilities averaged over the folds; see docs/registry.md), and register a "
+        "MLflow model (an ensemble: probabilities averaged over the folds, and their seeds with sweep.seeds > 1; see docs/registry.md), and register a "
         "new version with its lineage (sweep, trial, fold runs, data, split and partitions hashes, git SHA, CV "
         "metrics). The alias 'champion' moves to it only if a paired subject-level bootstrap of the test-fold F1 "
         "difference against the current champion has its lower 95%% bound above zero (or there is no champion); "

@@ -13,8 +13,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     opts = SweepOptions(space=args.space, data=args.data, fusion=args.fusion, trials=args.trials,
                         max_concurrent=args.max_concurrent, address=args.address, tracking_uri=args.tracking_uri,
-                        name=args.name, storage=args.storage, resume=args.resume, seed=args.seed,
-                        tracking_relay=args.tracking_relay)  # fmt: skip
+                        name=args.name, storage=args.storage, resume=args.resume, seed=args.seed, seeds=args.seeds,
+                        protocol=args.protocol, tracking_relay=args.tracking_relay)  # fmt: skip
     rows = run_sweep(opts)
     if rows and not any(r["status"] == "finished" for r in rows):
         print(f"farm: error: no trial of the sweep finished ({len(rows)} failed or stopped); see the trial errors above",

@@ -7,17 +7,26 @@ and object manager), every worker's and driver's gRPC server, the dashboard and 
 and the metrics exporters listen; the dashboard is off. Ray's own switch for that is its local-only
 mode (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, the default on macOS and Windows), which makes
 `ray.init` keep 127.0.0.1 as the node address instead of replacing it with the machine's address.
+
+Ray's own log lines in the driver (start-up, Tune's and Train's messages, trial tracebacks) go to a file
+in the sweep's folder (`log_ray_to_file`), not to the terminal; the workers' output stays in Ray's
+session logs (`log_to_driver=False`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 LOCAL_IP = "127.0.0.1"
 LOCAL_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray: 0 = no multi-node clusters, the node address is loopback
+RAY_LOG = "ray.log"
+"""Ray's log file, in the sweep's folder."""
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def local_ray_env() -> dict[str, str]:
@@ -31,7 +40,7 @@ def local_ray_env() -> dict[str, str]:
 def local_init_args(temp_dir: str | None = None) -> dict[str, Any]:
     """`ray.init` arguments of the local Ray: a new instance (never an existing cluster) on 127.0.0.1, no dashboard."""
     args: dict[str, Any] = {"address": "local", "_node_ip_address": LOCAL_IP, "include_dashboard": False,
-                            "dashboard_host": LOCAL_IP, "log_to_driver": False, "configure_logging": False}  # fmt: skip
+                            "dashboard_host": LOCAL_IP, "log_to_driver": False, "logging_format": LOG_FORMAT}  # fmt: skip
     if temp_dir:
         args["_temp_dir"] = temp_dir  # tests keep Ray's sockets and logs in their own directory
     return args
@@ -61,4 +70,27 @@ def join_cluster(address: str) -> None:
     """Connect to a running Ray cluster: 'auto' (RAY_ADDRESS, else the `ray start` on this machine) or HOST:PORT."""
     import ray
 
-    ray.init(address=address, log_to_driver=False)
+    ray.init(address=address, log_to_driver=False, logging_format=LOG_FORMAT)
+
+
+def log_ray_to_file(path: Path) -> Path:
+    """Send the driver's Ray log records (the `ray` logger: `ray.tune`, `ray.train` and Ray's start-up lines
+    propagate to it) to `path`, appended, instead of the terminal; turn Tune's console output off. Call it
+    before `ray.init`, which keeps the handler (configure_logging=True sets only its level and LOG_FORMAT; False
+    would remove it). The sweep's own progress lines, FAILED lines (with the reason) and leaderboard stay."""
+    import ray  # noqa: F401 - importing Ray attaches its stderr handler to the `ray` logger: replaced below
+
+    # Tune's default console output prints its configuration box and a TensorBoard hint even at verbose=0;
+    # its legacy output prints nothing at verbose=0
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logger = logging.getLogger("ray")
+    for handler in list(logger.handlers):  # Ray's stderr handler, or this function's file of an earlier sweep
+        logger.removeHandler(handler)
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # not to the root logger's handlers either
+    return path

@@ -1,65 +1,44 @@
 """`farm sweep`: Ray Tune + Optuna (TPE) + ASHA over configurations; each trial's folds on Ray Train.
 
+Two protocols (`sweep.protocol`, `--protocol`):
+- joint (the default): one search; a trial trains every fold, its objective is the fold mean of the
+  validation F1;
+- nested: one independent search per outer fold, one after the other; a trial trains only its outer
+  fold, its objective is that fold's validation F1; the outer estimate is the mean over folds of the
+  test F1 of the configuration each fold's search selected. `trials` is per outer fold, so both
+  protocols train the same number of folds.
+With `sweep.seeds` / `--seeds` N, a trial trains each of its folds N times (train.seed + 0..N-1).
+
 Layout of a sweep named NAME under `--storage` (default `runs/sweeps`):
 
-    NAME/               Tune's experiment (trials, searcher state): what `--resume` restores
-    NAME/train/<trial>/ the trial's Ray Train run: per-round checkpoints holding every fold's files
-    NAME/optuna.db      Optuna's study (the TPE history), kept across resumes
+    NAME/               joint: Tune's experiment (trials, searcher state): what `--resume` restores
+    NAME/nested/<fold>/ nested: outer fold <fold>'s Tune experiment; <fold>.done.json once it finished
+    NAME/train/<trial>/ the trial's Ray Train run: per-round checkpoints holding every fold's (and seed's) files
+    NAME/optuna.db      Optuna's studies (the TPE history; nested: one per outer fold, NAME-<fold>), kept across resumes
     NAME/sweep.json     the sweep's options, so `--resume --name NAME` needs nothing else
 
-MLflow: one experiment per sweep, a parent run per trial, a child run per fold (farm/tracking).
+MLflow: one experiment per sweep, a parent run per trial, a child run per fold and seed (farm/tracking);
+nested: a summary run `nested-summary` with the outer estimate.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from farm.config import flatten
-from farm.sweep.space import SearchSpace, load_space, objectives
+from farm.sweep.leaderboard import OBJECTIVE
+from farm.sweep.leaderboard import log as _log
+from farm.sweep.options import SweepError, SweepOptions
+from farm.sweep.space import PROTOCOLS, SearchSpace, load_space, objectives
+from farm.sweep.trial import TRIAL_CPU, DefineByRun, Search, make_trainable, plan_resources
 
-OBJECTIVE = "cv/val_f1_mean"
-TRIAL_CPU = 0.05
-
-
-@dataclass(frozen=True)
-class SweepOptions:
-    space: str = "smoke"
-    data: str = ""
-    """Prepared dataset; empty = data/synthetic, generated if missing."""
-    fusion: str = ""
-    trials: int = 0
-    """0 = the space file's sweep.trials."""
-    max_concurrent: int = 0
-    address: str = ""
-    """Ray cluster to join ('auto' or HOST:PORT); empty = start a local Ray."""
-    tracking_uri: str = ""
-    """MLflow tracking URI; empty = sqlite:///./mlflow.db (artifacts in ./mlartifacts)."""
-    name: str = ""
-    storage: str = "runs/sweeps"
-    resume: bool = False
-    seed: int = 0
-    cpus_per_fold: float = 0.0
-    """0 = share the node's CPUs among the concurrent folds (GPUs: one per fold when present)."""
-    max_failures: int = 2
-    """Ray Train retries of a trial's fold group (each restarts from the last epoch checkpoint)."""
-    tracking_relay: str = "auto"
-    """auto | on | off: workers log through a Ray actor on the driver's node (farm/tracking/relay.py);
-    auto = when the cluster has other nodes and the store is sqlite or a loopback server."""
-
-
-class SweepError(ValueError):
-    """The sweep cannot start (bad options, missing data, nothing to resume)."""
-
-
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+__all__ = ["SweepError", "SweepOptions", "check_plan", "plan_resources", "resolve_options", "run_sweep"]
 
 
 def resolve_options(opts: SweepOptions) -> SweepOptions:
@@ -72,7 +51,15 @@ def resolve_options(opts: SweepOptions) -> SweepOptions:
         if not saved.exists():
             raise SweepError(f"nothing to resume: {saved} not found")
         stored = SweepOptions(**json.loads(saved.read_text()))
+        for key in ("seeds", "protocol"):  # a sweep's seeds and protocol are fixed when it starts
+            given, kept = getattr(opts, key), getattr(stored, key)
+            if given and kept and given != kept:
+                raise SweepError(f"sweep {opts.name} runs with --{key} {kept}; --resume cannot change it to {given}")
         return replace(stored, resume=True, address=opts.address or stored.address)
+    if opts.seeds < 0:
+        raise SweepError(f"--seeds must be >= 1 (0 = the space file's sweep.seeds), got {opts.seeds}")
+    if opts.protocol and opts.protocol not in PROTOCOLS:
+        raise SweepError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {opts.protocol!r}")
     name = opts.name or f"{Path(opts.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (root / name / "sweep.json").exists():
         raise SweepError(
@@ -131,144 +118,63 @@ def check_plan(space: SearchSpace, opts: SweepOptions) -> tuple[dict[str, Any], 
     return flatten(base), folds
 
 
-class DefineByRun:
-    """Optuna define-by-run search space from the YAML parameters (a class: the searcher state is pickled)."""
+def describe_experiment(client, exp_id: str, space: SearchSpace, opts: SweepOptions, folds: list[str],
+                        objs: tuple[str, ...]) -> None:  # fmt: skip
+    """The experiment's description (what the MLflow UI shows first) and its space, dataset and data-hash tags."""
+    import shlex
 
-    def __init__(self, space: SearchSpace) -> None:
-        self.params = space.params
+    from farm.data.store import DatasetError, read_meta
+    from farm.tracking.story import NOTE, experiment_description
+    from farm.tracking.sweeps import describe_dataset
 
-    def __call__(self, trial) -> None:
-        for p in self.params:
-            if p.kind == "float":
-                trial.suggest_float(p.key, p.low, p.high, log=p.log)
-            elif p.kind == "int":
-                trial.suggest_int(p.key, int(p.low), int(p.high), log=p.log)
-            else:
-                trial.suggest_categorical(p.key, list(p.choices))
-
-
-def make_trainable(base_flat: dict[str, Any], folds: list[str], opts: SweepOptions, exp_id: str, resources: dict,
-                   relay: bool = False, objectives: tuple[str, ...] = (OBJECTIVE,)):  # fmt: skip
-    """The Tune function trainable: one Ray Train run whose workers are the folds.
-
-    A DataParallelTrainer with no backend: the folds never communicate, so no torch.distributed process
-    group is formed (no TCPStore listening on every address, no NCCL group between folds that may
-    share a GPU)."""
-
-    def run_trial(config: dict[str, Any]) -> None:
-        from ray import tune
-        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
-        from farm.config import unflatten
-        from farm.sweep.worker import RESULT_FILE, FoldMeanCallback, failure_reason, fold_worker, trial_flat
-        from farm.tracking.mlflow import RunTracker, get_or_create_run, provenance_tags
-        from farm.tracking.relay import tracking_client
-
-        trial = tune.get_context().get_trial_id()
-        flat = trial_flat(flatten(unflatten(config, unflatten(base_flat))))
-        tags = {"sweep": opts.name, "space": opts.space, **provenance_tags()}
-        tracking = {"uri": opts.tracking_uri, "relay": relay, "experiment_id": exp_id, "trial": trial, "tags": tags}
-        client = tracking_client(tracking)
-        parent = get_or_create_run(client, exp_id, trial, tags={"trial": trial, **tags})
-        tracking["parent_run_id"] = parent
-        RunTracker(client, parent).log_params(flat)
-        final_epoch = int(flat["train.epochs"]) + 1
-        trainer = DataParallelTrainer(
-            fold_worker,
-            train_loop_config={"flat": flat, "folds": folds, "threads": resources["threads"], "tracking": tracking},
-            scaling_config=ScalingConfig(num_workers=len(folds), use_gpu=resources["gpu"],
-                                         resources_per_worker=resources["per_fold"]),
-            run_config=RunConfig(name=trial, storage_path=str(Path(opts.storage) / opts.name / "train"),
-                                 callbacks=[FoldMeanCallback(flat["data.aus"], final_epoch, tracking, objectives)],
-                                 failure_config=FailureConfig(max_failures=opts.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        )  # fmt: skip
-        result = trainer.fit()
-        failures = []
-        with result.checkpoint.as_directory() as d:
-            for fold in folds:
-                r = json.loads((Path(d) / fold / RESULT_FILE).read_text())
-                if r.get("diverged"):
-                    failures.append(failure_reason(r))
-        if failures:  # the parent run is already marked FAILED with the reason
-            raise RuntimeError(f"trial {trial} failed: {'; '.join(failures)}")
-
-    return run_trial
+    try:
+        meta = read_meta(opts.data)
+        data_tags = {"dataset": meta.name, "data_hash": meta.data_hash}
+    except (DatasetError, OSError, ValueError):
+        data_tags = {}
+    command = " ".join(shlex.quote(a) for a in ["farm", *sys.argv[1:]]) if sys.argv[0].endswith("farm") else (
+        f"farm sweep --space {opts.space} --data {opts.data}")  # fmt: skip
+    text = experiment_description(opts.name, str(space.path), space.description, command,
+                                  describe_dataset(opts.data), folds, opts.protocol, opts.seeds, objs)  # fmt: skip
+    kind = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on the runs table, not GenAI traces
+    for k, v in {NOTE: text, "space": opts.space, **data_tags, **kind}.items():
+        client.set_experiment_tag(exp_id, k, v)
 
 
-def plan_resources(num_folds: int, max_concurrent: int, opts: SweepOptions) -> dict[str, Any]:
-    import ray
-
-    total = ray.cluster_resources()
-    gpus = int(total.get("GPU", 0))
-    cpus = float(total.get("CPU", 1))
-    if gpus:
-        per_cpu = opts.cpus_per_fold or max(1.0, math.floor(cpus / max(1, gpus)))
-        return {"gpu": True, "per_fold": {"CPU": per_cpu, "GPU": 1}, "threads": int(per_cpu)}
-    free = cpus - TRIAL_CPU * max_concurrent  # the trial functions mostly wait for their folds
-    per_cpu = opts.cpus_per_fold or max(0.1, math.floor(100 * free / (num_folds * max_concurrent)) / 100)
-    return {"gpu": False, "per_fold": {"CPU": per_cpu}, "threads": max(1, int(per_cpu))}
+def resume_hint(opts: SweepOptions, ran: int, trials: int, label: str = "") -> str:
+    """What to do when Tune returned before every trial ran (Ctrl-C: Tune's own message is in ray.log)."""
+    return (f"{label}{ran} of {trials} trials ran (interrupted?); continue with: farm sweep --resume --name {opts.name}"
+            + (f" --storage {opts.storage}" if opts.storage != "runs/sweeps" else ""))  # fmt: skip
 
 
-class Progress:
-    """A Tune callback printing one line per event: trials done / running / stopped / failed, best so far."""
-
-    def __new__(cls, total: int):
-        from ray.tune import Callback
-
-        class _Progress(Callback):
-            def __init__(self) -> None:
-                self.total, self.best, self.best_trial = total, -1.0, ""
-                self.done: set[str] = set()
-                self.failed: set[str] = set()
-                self.last_epoch: dict[str, int] = {}
-
-            def _status(self, trials) -> str:
-                running = sum(t.status == "RUNNING" for t in trials)
-                stopped = sum(t.status == "TERMINATED" and t.trial_id not in self.done for t in trials)
-                best = f"best {self.best:.3f} ({self.best_trial})" if self.best >= 0 else "no result yet"
-                return (f"{len(self.done)}/{self.total} done, {running} running, {stopped} stopped early, "
-                        f"{len(self.failed)} failed; {best}")  # fmt: skip
-
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                v = result.get(OBJECTIVE, float("nan"))
-                if result.get("final") and result.get("failed"):
-                    return  # a fold diverged: the trial errors next, and on_trial_error says why
-                if result.get("final"):
-                    self.done.add(trial.trial_id)
-                    if math.isfinite(v) and v > self.best:
-                        self.best, self.best_trial = v, trial.trial_id
-                    _log(f"trial {trial.trial_id} finished: fold-mean val F1 {v:.3f}, test F1 "
-                         f"{result.get('cv/test_f1_mean', float('nan')):.3f} ± {result.get('cv/test_f1_std', float('nan')):.3f}"
-                         f" | {self._status(trials)}")  # fmt: skip
-                elif self.last_epoch.get(trial.trial_id) != result.get("epoch"):
-                    self.last_epoch[trial.trial_id] = result.get("epoch")
-                    _log(f"trial {trial.trial_id} epoch {result.get('epoch')}: fold-mean val F1 {v:.3f} "
-                         f"({result.get('folds_running', '?')} folds training) | {self._status(trials)}")  # fmt: skip
-
-            def on_trial_error(self, iteration, trials, trial, **info):
-                self.failed.add(trial.trial_id)
-                why = (trial.last_result or {}).get("failed")  # a divergence: its folds' messages
-                _log(f"trial {trial.trial_id} FAILED{f': {why}' if why else ''} "
-                     f"({trial.error_file or 'see its error file'}) | {self._status(trials)}")  # fmt: skip
-
-        return _Progress()
+def ui_address(tracking_uri: str, exp_id: str, protocol: str = "joint") -> str:
+    """The line that says where the sweep's MLflow view opens (after `mlflow ui`, or on the tracking server)."""
+    root = "http://127.0.0.1:5000" if tracking_uri.startswith("sqlite") else tracking_uri.rstrip("/")
+    best = "tags.selected = 'true'" if protocol == "nested" else "tags.best = 'true'"
+    return (f"in the browser: {root}/#/experiments/{exp_id}/runs?workflowType=machine_learning (trials with their "
+            f"folds nested; the best: filter {best})")  # fmt: skip
 
 
-def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
-    """Run (or resume) a sweep; returns the leaderboard rows, best first."""
-    opts = resolve_options(opts)
-    space = load_space(opts.space)
-    prepare_data(opts)
-    base_flat, folds = check_plan(space, opts)
+def sweep_size(space: SearchSpace, opts: SweepOptions) -> tuple[int, int]:
+    """(trials per search, trials at a time): the command line, else the space file's sweep section."""
     if space.sweep.get("sampler", "tpe") == "grid":
         from farm.sweep.space import grid_size
 
         trials = opts.trials or int(grid_size(space))
     else:
         trials = opts.trials or int(space.sweep.get("trials", 10))
-    max_concurrent = opts.max_concurrent or int(space.sweep.get("max_concurrent", 1))
+    return trials, opts.max_concurrent or int(space.sweep.get("max_concurrent", 1))
+
+
+def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
+    """Run (or resume) a sweep; returns the leaderboard rows, best first (nested: every outer fold's rows)."""
+    opts = resolve_options(opts)
+    space = load_space(opts.space)
+    opts = replace(opts, seeds=opts.seeds or int(space.sweep.get("seeds", 1)),
+                   protocol=opts.protocol or str(space.sweep.get("protocol", "joint")))  # fmt: skip
+    prepare_data(opts)
+    base_flat, folds = check_plan(space, opts)
+    trials, max_concurrent = sweep_size(space, opts)
     sweep_dir = Path(opts.storage) / opts.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not opts.resume:
@@ -278,15 +184,17 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
 
     client = ensure_store(opts.tracking_uri)  # once, before any worker starts
     exp_id = experiment_id(client, opts.name, opts.tracking_uri)
+    objs = tuple(objectives(space.sweep, space.path))
+    client.set_experiment_tag(exp_id, "objective", ",".join(objs))  # farm promote picks by the first one
+    client.set_experiment_tag(exp_id, "protocol", opts.protocol)
+    client.set_experiment_tag(exp_id, "seeds", str(opts.seeds))
+    describe_experiment(client, exp_id, space, opts, folds, objs)
 
-    import optuna
     import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from farm.sweep.cluster import RAY_LOG, log_ray_to_file
+
+    _log(f"Ray's own log (start-up, Tune, Train, trial errors): {log_ray_to_file(sweep_dir / RAY_LOG)}")
     if not ray.is_initialized():
         from farm.sweep.cluster import join_cluster, start_local_ray
 
@@ -294,29 +202,66 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
             join_cluster(opts.address)
         else:  # a new Ray of its own, on 127.0.0.1 only (tests keep its sockets and logs in FARM_RAY_TEMP_DIR)
             start_local_ray(os.environ.get("FARM_RAY_TEMP_DIR"), log=_log)
-    resources = plan_resources(len(folds), max_concurrent, opts)
+    per_trial = 1 if opts.protocol == "nested" else len(folds)
+    resources = plan_resources(per_trial * opts.seeds, max_concurrent, opts)
     from farm.tracking.relay import needs_relay, start_relay
 
     relay = needs_relay(opts.tracking_uri, opts.tracking_relay, sum(n["Alive"] for n in ray.nodes()))
     relay_actor = start_relay(opts.tracking_uri) if relay else None  # held: the relay lives as long as this handle
     if relay:
         _log("MLflow: workers log through the tracking relay on this node (the store is local to it)")
-    _log(f"sweep {opts.name}: space {space.path}, {trials} trials x {len(folds)} folds ({', '.join(folds)}), "
-         f"{max_concurrent} at a time, {resources['per_fold']} per fold; data {opts.data}")  # fmt: skip
+    seeds = f" x {opts.seeds} seeds" if opts.seeds > 1 else ""
+    if opts.protocol == "nested":
+        what = (f"nested: one search per outer fold ({', '.join(folds)}), {trials} trials each, a trial training "
+                f"its outer fold{seeds} only")  # fmt: skip
+    else:
+        what = f"{trials} trials x {len(folds)} folds ({', '.join(folds)}){seeds}"
+    _log(f"sweep {opts.name}: space {space.path}, {what}, {max_concurrent} at a time, {resources['per_fold']} per "
+         f"fold{' and seed' if seeds else ''}; data {opts.data}")  # fmt: skip
     _log(f"MLflow: {opts.tracking_uri}, experiment {opts.name!r}")
+    common = dict(space=space, opts=opts, base_flat=base_flat, exp_id=exp_id, resources=resources, relay=relay,
+                  objs=objs, trials=trials, max_concurrent=max_concurrent)  # fmt: skip
+    from farm.sweep.leaderboard import close_stopped_runs, format_leaderboard, tag_best, tag_pareto_front
+
+    if opts.protocol == "nested":
+        rows = run_nested(folds, client, **common)
+    else:
+        search = Search(tuple(folds), opts.name, opts.storage, opts.name)
+        rows = run_search(search, **common)
+        close_stopped_runs(client, exp_id, rows)
+        tag_pareto_front(client, exp_id, rows)
+        tag_best(client, exp_id, rows, opts.name, objs[0])
+        print(format_leaderboard(rows, opts, folds, objs=objs, seeds=opts.seeds))
+        if len(rows) < trials:
+            _log(resume_hint(opts, len(rows), trials))
+    print(ui_address(opts.tracking_uri, exp_id, opts.protocol))
+    del relay_actor
+    return rows
+
+
+def run_search(search: Search, *, space: SearchSpace, opts: SweepOptions, base_flat: dict[str, Any], exp_id: str,
+               resources: dict[str, Any], relay: bool, objs: tuple[str, ...], trials: int,
+               max_concurrent: int) -> list[dict[str, Any]]:  # fmt: skip
+    """Run (or resume) one Tune experiment: Optuna (its own study) + ASHA over `trials` trials; its rows."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from farm.sweep.leaderboard import Progress, leaderboard
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sweep_dir = Path(opts.storage) / opts.name
     epochs = int(base_flat["train.epochs"])
-    trainable = tune.with_resources(
-        make_trainable(base_flat, folds, opts, exp_id, resources, relay, tuple(objectives(space.sweep, space.path))),
-        {"CPU": TRIAL_CPU},
-    )
+    trainable = tune.with_resources(make_trainable(base_flat, search, opts, exp_id, resources, relay, objs),
+                                    {"CPU": TRIAL_CPU})  # fmt: skip
     storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}")
     grid = space.sweep.get("sampler", "tpe") == "grid"
     sampler = (optuna.samplers.GridSampler({p.key: list(p.choices) for p in space.params}, seed=opts.seed) if grid
                else optuna.samplers.TPESampler(seed=opts.seed))  # TPE handles one objective or several  # fmt: skip
-    objs = objectives(space.sweep, space.path)
-    client.set_experiment_tag(exp_id, "objective", ",".join(objs))  # farm promote picks by the first one
     searcher = ConcurrencyLimiter(  # always a list: Optuna sees only each trial's final values (no pruning)
-        OptunaSearch(DefineByRun(space), metric=objs, mode=["max"] * len(objs), study_name=opts.name,
+        OptunaSearch(DefineByRun(space), metric=list(objs), mode=["max"] * len(objs), study_name=search.study,
                      storage=storage, sampler=sampler),
         max_concurrent=max_concurrent,
     )  # fmt: skip
@@ -331,132 +276,62 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
         stopping = (f"ASHA stops trials on {objs[0]} only" if asha else "no ASHA (grid)" if grid
                     else f"no ASHA: {objs[0]} is measured once per trial, after training")  # fmt: skip
         front = "; Pareto front at the end" if len(objs) > 1 else ""
-        _log(f"objective{'s' * (len(objs) > 1)}: {', '.join(objs)} (maximised{front}); {stopping}")
+        _log(f"{search.label}objective{'s' * (len(objs) > 1)}: {', '.join(objs)} (maximised{front}); {stopping}")
 
-    run_config = tune.RunConfig(name=opts.name, storage_path=opts.storage, verbose=0, callbacks=[Progress(trials)])
-    if opts.resume and tune.Tuner.can_restore(str(sweep_dir)):
-        _log(f"resuming sweep {opts.name} from {sweep_dir}")
-        tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, resume_errored=False)
+    exp_dir = Path(search.storage_path) / search.name
+    run_config = tune.RunConfig(name=search.name, storage_path=search.storage_path, verbose=0,
+                                callbacks=[Progress(trials, search.label)])  # fmt: skip
+    if opts.resume and tune.Tuner.can_restore(str(exp_dir)):
+        _log(f"{search.label}resuming {exp_dir}")
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=False)
     else:
         tuner = tune.Tuner(trainable, run_config=run_config,
                            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=trials))  # fmt: skip
-    grid = tuner.fit()
-    rows = leaderboard(grid, objs)
-    close_stopped_runs(client, exp_id, rows)
-    for r in rows:  # the front is visible in MLflow too (a tag the runs table can filter on)
-        if r.get("pareto"):
-            from farm.tracking.mlflow import find_run
-
-            run = find_run(client, exp_id, r["trial"])
-            if run:
-                client.set_tag(run, "pareto_front", "true")
-    print(format_leaderboard(rows, opts, folds, objs=objs))
-    del relay_actor
-    return rows
+    return leaderboard(tuner.fit(), objs)
 
 
-def leaderboard(grid, objs: tuple[str, ...] | list[str] = (OBJECTIVE,)) -> list[dict[str, Any]]:
-    """One row per trial, finished first, best by the first objective first; `pareto` marks the front."""
-    from farm.evaluate.cv import pareto_front
+def run_nested(folds: list[str], client, **common) -> list[dict[str, Any]]:
+    """The nested protocol: one search per outer fold, one after the other (each its own Optuna study
+    `<sweep>-<fold>` and ASHA; a trial trains only that fold), then the outer estimate.
 
-    rows = []
-    for r in grid:
-        m = r.metrics or {}
-        trial = m.get("trial_id") or (Path(r.path).name if r.path else "?")
-        failed = r.error or m.get("failed")
-        reason = str(m.get("failed") or "")  # the folds' divergence messages (worker.FoldMeanCallback)
-        if failed and not reason:  # another error: the last line of the trial's exception
-            err = getattr(r.error, "cause", None) or r.error
-            reason = ([s.strip() for s in str(err).splitlines() if s.strip()] or [type(err).__name__])[-1]
-        row = {"trial": trial, "status": "failed" if failed else ("finished" if m.get("final") else "stopped"),
-               "val": m.get(OBJECTIVE, float("nan")), "test": m.get("cv/test_f1_mean", float("nan")),
-               "test_std": m.get("cv/test_f1_std", float("nan")), "epoch": m.get("epoch"), "folds": {},
-               "config": dict(r.config or {}), "reason": reason, "pareto": False,
-               "objectives": {k: float(m.get(k, float("nan"))) for k in objs}}  # fmt: skip
-        if m.get("results"):
-            row["folds"] = {f["fold"]: f["test"]["f1_mean"] for f in json.loads(m["results"])}
-        rows.append(row)
-    first = lambda r: r["objectives"][objs[0]] if math.isfinite(r["objectives"][objs[0]]) else -1  # noqa: E731
-    rows.sort(key=lambda r: (r["status"] == "finished", first(r)), reverse=True)
-    finished = [r for r in rows if r["status"] == "finished"]
-    if len(objs) > 1:
-        for i in pareto_front([[r["objectives"][k] for k in objs] for r in finished]):
-            finished[i]["pareto"] = True
-    return rows
+    A finished outer fold leaves `nested/<fold>.done.json` (its rows); a resumed sweep reads it and does not
+    search that fold again, and restores the unfinished fold's Tune experiment."""
+    from farm.sweep.leaderboard import (
+        close_stopped_runs,
+        format_nested,
+        log_nested_summary,
+        select_per_fold,
+        tag_best,
+        tag_pareto_front,
+    )
 
-
-def close_stopped_runs(client, exp_id: str, rows: list[dict[str, Any]]) -> None:
-    """Trials stopped by ASHA leave RUNNING MLflow runs: mark them (and their folds) KILLED, with the reason.
-
-    A failed trial whose runs are still RUNNING (an error other than a divergence, which the worker
-    records itself: e.g. its fold group failed more than `max_failures` times) is marked FAILED,
-    with the error as its `failure` tag.
-    """
-    from farm.tracking.mlflow import find_run
-
-    for row in rows:
-        if row["status"] not in ("stopped", "failed"):
+    opts, exp_id, objs = common["opts"], common["exp_id"], common["objs"]
+    root = Path(opts.storage) / opts.name / "nested"
+    rows_by_fold: dict[str, list[dict[str, Any]]] = {}
+    for fold in folds:
+        done = root / f"{fold}.done.json"
+        if opts.resume and done.exists():
+            _log(f"outer fold {fold}: finished before, not searched again")
+            rows_by_fold[fold] = json.loads(done.read_text())
             continue
-        parent = find_run(client, exp_id, row["trial"])
-        if parent is None:
-            continue
-        if row["status"] == "failed":
-            if client.get_run(parent).info.status != "RUNNING":
-                continue  # the worker marked it FAILED with the divergence
-            for run in client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"):
-                if run.info.status == "RUNNING":
-                    client.set_terminated(run.info.run_id, "FAILED")
-            client.set_tag(parent, "failure", row.get("reason") or "the trial failed (see its Tune error file)")
-            client.set_terminated(parent, "FAILED")
-            continue
-        for run in client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"):
-            if run.info.status == "RUNNING":
-                client.set_terminated(run.info.run_id, "KILLED")
-        client.set_tag(parent, "stopped", f"ASHA stopped the trial after epoch {row['epoch']}")
-        client.set_terminated(parent, "KILLED")
+        _log(f"outer fold {fold}: {common['trials']} trials, Optuna study {opts.name}-{fold}")
+        search = Search((fold,), f"{opts.name}-{fold}", str(root), fold, f"outer fold {fold}: ",
+                        (("outer_fold", fold),))  # fmt: skip
+        rows = run_search(search, **common)
+        close_stopped_runs(client, exp_id, rows)
+        if len(rows) < common["trials"]:  # interrupted: the next outer fold must not start, nor this one count as done
+            _log(resume_hint(opts, len(rows), common["trials"], f"outer fold {fold}: "))
+            return [r for done_rows in rows_by_fold.values() for r in done_rows] + rows
+        tag_pareto_front(client, exp_id, rows)
+        tag_best(client, exp_id, rows, opts.name, objs[0], tag="selected", scope=f" for outer fold {fold}")
+        done.write_text(json.dumps(rows))
+        rows_by_fold[fold] = rows
+    selected = select_per_fold(rows_by_fold, objs[0])
+    summary = {}
+    if len(selected) == len(folds):
+        from farm.tracking.mlflow import provenance_tags
 
-
-def short_metric(name: str) -> str:
-    """cv/val_f1_missing_worst -> missing_worst (a leaderboard column)."""
-    return name.removeprefix("cv/val_f1_").removeprefix("cv/val_") or name
-
-
-def format_leaderboard(rows: list[dict[str, Any]], opts: SweepOptions, folds: list[str], top: int = 5,
-                       objs: tuple[str, ...] | list[str] = (OBJECTIVE,)) -> str:  # fmt: skip
-    import re
-
-    extra = [k for k in objs if k != OBJECTIVE]  # objectives other than the clean val F1 get a column each
-    multi = len(objs) > 1
-    front = [r for r in rows if r.get("pareto")]
-    if multi:  # the front first, then the rest; within each, by the first objective
-        top = max(top, len(front))
-        rows = front + [r for r in rows if not r.get("pareto")]
-    by = "fold-mean validation F1" if objs[0] == OBJECTIVE else objs[0]
-    head = (f"\nsweep {opts.name}: " + (f"Pareto front on {', '.join(objs)} (*), then the other trials by {objs[0]}"
-            if multi else f"top trials by {by} (the objective)") + "; test F1 is reported, never optimised")  # fmt: skip
-    lines = [head, f"{'trial':14s} {'status':9s} {'val F1':>7s} " + "".join(f"{short_metric(k)[:13]:>14s}" for k in extra)
-             + f" {'test F1 mean ± std':>19s}  " + " ".join(f"{f:>6s}" for f in folds)]  # fmt: skip
-    for r in rows[:top]:
-        per = " ".join(f"{100 * r['folds'][f]:6.1f}" if f in r["folds"] else f"{'-':>6s}" for f in folds)
-        test = f"{100 * r['test']:6.1f} ± {100 * r['test_std']:4.1f}" if math.isfinite(r["test"]) else "-"
-        val = f"{100 * r['val']:7.1f}" if math.isfinite(r["val"]) else f"{'-':>7s}"
-        more = "".join(f"{100 * r['objectives'][k]:14.1f}" if math.isfinite(r["objectives"].get(k, math.nan))
-                       else f"{'-':>14s}" for k in extra)  # fmt: skip
-        mark = "*" if r.get("pareto") else " "
-        lines.append(f"{r['trial'] + mark:14s} {r['status']:9s} {val} {more} {test:>19s}  {per}")
-        if r["status"] == "failed":  # why, in short: the first failing fold (each fold's reason is in MLflow)
-            first, *more = re.split(r"; (?=fold )", r.get("reason") or "see the trial's error file")
-            short = first if len(first) <= 160 else first[:157] + "..."
-            more_folds = f" (and {len(more)} more fold{'s' * (len(more) > 1)})" if more else ""
-            lines.append(f"{'':14s} ^ {short}{more_folds}")
-    store = opts.tracking_uri
-    ui = (f"mlflow ui --backend-store-uri {store} --host 127.0.0.1 --port 5000" if store.startswith("sqlite")
-          else f"open {store}")  # fmt: skip
-    default_store = store == f"sqlite:///{Path('mlflow.db').resolve()}"
-    promote = f"farm promote --sweep {opts.name}" + ("" if default_store else f" --tracking-uri {store}")
-    if multi:
-        lines.append(f"Pareto front: {len(front)} trial{'s' * (len(front) != 1)} ({', '.join(r['trial'] for r in front)});"
-                     f" farm promote takes the front's best by {objs[0]}, or --metric one of {', '.join(objs)}")  # fmt: skip
-    lines += [f"results: Tune/Train in {Path(opts.storage) / opts.name}, MLflow experiment {opts.name!r} in {store}",
-              f"open them: {ui}", f"register the best: {promote}"]  # fmt: skip
-    return "\n".join(lines)
+        tags = {"sweep": opts.name, "space": opts.space, "seeds": str(opts.seeds), **provenance_tags()}
+        summary = log_nested_summary(client, exp_id, selected, tags, opts.seeds)
+    print(format_nested(rows_by_fold, selected, summary, opts, objs=objs, seeds=opts.seeds))
+    return [r for rows in rows_by_fold.values() for r in rows]

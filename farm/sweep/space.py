@@ -18,6 +18,8 @@ sweep:                         # defaults of `farm sweep` options (the command l
   grace_period: 2              # ASHA: epochs before a trial may be stopped
   reduction_factor: 3
   objective: cv/val_f1_mean    # or any cv/val_* metric, or a list: multi-objective (Pareto front)
+  seeds: 1                     # training seeds per fold (train.seed + 0..seeds-1); objectives average them
+  protocol: joint              # joint: one search over all folds; nested: one search per outer fold
 ```
 
 Every key must name a config field (once: a repeated key is an error, not an override); ranges
@@ -38,11 +40,15 @@ from farm.config import Config, ConfigError, YamlError, _field_types, coerce, lo
 SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 KINDS = ("float", "int", "choice")
 SWEEP_KEYS = {"trials": int, "max_concurrent": int, "folds": list, "grace_period": int, "reduction_factor": int,
-              "sampler": str, "objective": (str, list)}  # fmt: skip
+              "sampler": str, "objective": (str, list), "seeds": int, "protocol": str}  # fmt: skip
 DEFAULT_OBJECTIVE = "cv/val_f1_mean"
 SAMPLERS = ("tpe", "grid")
 """tpe: Optuna TPE with ASHA early stopping; grid: every combination of `choice` params once, none
 stopped early (ablation tables)."""
+PROTOCOLS = ("joint", "nested")
+"""joint: one search, a trial trains every fold (objective: the fold mean of the validation F1); nested: one
+search per outer fold, a trial trains that fold only (objective: its validation F1), and the outer estimate
+is the mean over folds of the test F1 of each search's selected configuration."""
 
 
 class SpaceError(ValueError):
@@ -167,6 +173,10 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
                 SWEEP_KEYS[key].__name__)  # fmt: skip
             raise SpaceError(f"{where}: sweep.{key} must be {kind}, got {value!r}")
     objectives(sweep, where)  # names checked here; against the data's modalities at plan time
+    if sweep.get("seeds", 1) < 1:
+        raise SpaceError(f"{where}: sweep.seeds must be >= 1, got {sweep['seeds']}")
+    if sweep.get("protocol", "joint") not in PROTOCOLS:
+        raise SpaceError(f"{where}: sweep.protocol must be one of {', '.join(PROTOCOLS)}, got {sweep['protocol']!r}")
     params = tuple(_param(where, k, v, types) for k, v in space.items())
     sampler = sweep.get("sampler", "tpe")
     if sampler not in SAMPLERS:

@@ -1,12 +1,16 @@
-"""One trial = one Ray Train run whose workers are the folds (world rank i trains fold i; no DDP).
+"""One trial = one Ray Train run whose workers are its (fold, seed) units (no DDP).
 
-Every fold reports once per epoch (a "round"): Ray Train needs every worker to report the same
-number of times, so a fold that early-stopped keeps reporting its frozen best values until the
+World rank i trains unit i of `trial_units(folds, seeds)`: fold i // seeds with `train.seed` = the
+trial's seed + i % seeds (model init, data order, augmentation, AMF sampling; the subject split,
+`data.split_seed`, is the same for every seed). With one seed a unit is just a fold.
+
+Every unit reports once per epoch (a "round"): Ray Train needs every worker to report the same
+number of times, so a unit that early-stopped keeps reporting its frozen best values until the
 last round, then all report their test results in a final round. `FoldMeanCallback` sees the
-reports of all folds together and sends Tune the fold mean (for ASHA) and, at the end, the
-cross-validation summary. Each round's checkpoint holds every fold's files under `<fold>/`, so a
-failed worker group restarts from the last round (Ray Train `FailureConfig`) and each fold resumes
-from its own `last.pt`.
+reports of all units together and sends Tune the fold mean of the seed means (for ASHA) and, at the
+end, the cross-validation summary. Each round's checkpoint holds every unit's files under
+`<fold>/` (one seed) or `<fold>-s<seed>/`, so a failed worker group restarts from the last round
+(Ray Train `FailureConfig`) and each unit resumes from its own `last.pt`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from ray.train.v2.api.callback import UserCallback
 from farm.checkpoints import PREDICTIONS_DIR, PREDICTIONS_FILE
 from farm.config import unflatten
 from farm.engine import TrainingDiverged, fit_fold
-from farm.evaluate.cv import aggregate_folds
+from farm.evaluate.cv import aggregate_folds, fold_groups, seed_mean
 
 RESULT_FILE = "result.json"
 ROUND_FILE = "round.json"
@@ -86,27 +90,39 @@ class FoldTracker:
 
 
 def failure_reason(result: dict[str, Any]) -> str:
-    """A diverged fold's reason, naming its fold once (the engine's message usually starts with it)."""
+    """A diverged fold's reason, naming its fold (and seed, with several) once (the engine's message usually
+    starts with the fold)."""
     msg = str(result.get("diverged", ""))
     prefix = f"fold {result.get('fold', '?')}"
-    return msg if msg.startswith(prefix) else f"{prefix}: {msg}"
+    msg = msg if msg.startswith(prefix) else f"{prefix}: {msg}"
+    return msg if "seed" not in result else f"{prefix} seed {result['seed']}{msg[len(prefix) :]}"
+
+
+def trial_units(folds: list[str], seeds: int, base_seed: int) -> list[dict[str, Any]]:
+    """The trial's Ray Train workers in rank order: {fold, seed, name} per (fold, seed), folds outer.
+
+    name: the unit's checkpoint folder and run-name suffix: the fold (one seed) or `<fold>-s<seed>`."""
+    return [{"fold": f, "seed": base_seed + s, "name": f if seeds == 1 else f"{f}-s{base_seed + s}"}
+            for f in folds for s in range(seeds)]  # fmt: skip
 
 
 def fold_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker function. config: flat (the trial's flat config), folds, tracking (or None)."""
+    """Ray Train worker function. config: flat (the trial's flat config), units (`trial_units`), seeds,
+    threads, tracking (or None)."""
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    fold = config["folds"][rank]
-    cfg = unflatten({**config["flat"], "data.fold": fold})
+    unit = config["units"][rank]
+    fold, name, seeded = unit["fold"], unit["name"], int(config.get("seeds", 1)) > 1
+    cfg = unflatten({**config["flat"], "data.fold": fold, "train.seed": unit["seed"]})
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    local = Path(tempfile.mkdtemp(prefix=f"farm-{fold}-"))
-    fold_dir = local / fold
+    local = Path(tempfile.mkdtemp(prefix=f"farm-{name}-"))
+    fold_dir = local / name
     state: dict[str, Any] = {"round": 0, "best_val_f1": -1.0}  # saved with every round's checkpoint
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            if (Path(d) / fold).is_dir():
-                shutil.copytree(Path(d) / fold, fold_dir, dirs_exist_ok=True)
+            if (Path(d) / name).is_dir():
+                shutil.copytree(Path(d) / name, fold_dir, dirs_exist_ok=True)
                 state.update(json.loads((fold_dir / ROUND_FILE).read_text()))
     fold_dir.mkdir(parents=True, exist_ok=True)
 
@@ -117,16 +133,18 @@ def fold_worker(config: dict[str, Any]) -> None:
 
         t = config["tracking"]
         client = tracking_client(t)
-        run_id = get_or_create_run(client, t["experiment_id"], f"{t['trial']}-{fold}", t["parent_run_id"],
-                                   {"fold": fold, "trial": t["trial"], **t["tags"]})  # fmt: skip
+        run_id = get_or_create_run(client, t["experiment_id"], f"{t['trial']}-{name}", t["parent_run_id"],
+                                   {"fold": fold, "trial": t["trial"], **t["tags"],
+                                    **({"seed": unit["seed"]} if seeded else {})})  # fmt: skip
         tracker = FoldTracker(RunTracker(client, run_id), client, run_id)
+        describe_fold(client, run_id, t["trial"], fold, unit["seed"] if seeded else None, config["flat"])
 
     def send(metrics: dict[str, Any], final: bool = False) -> None:
         state["round"] = state["round"] + (0 if final else 1)
         (fold_dir / ROUND_FILE).write_text(json.dumps(state))
-        name = f"round_{state['round']:04d}{'_final' if final else ''}"
-        ray.train.report({**metrics, "fold": fold, "round": state["round"], "final": int(final)},
-                         checkpoint=ray.train.Checkpoint.from_directory(str(local)), checkpoint_dir_name=name,
+        round_dir = f"round_{state['round']:04d}{'_final' if final else ''}"
+        ray.train.report({**metrics, "fold": fold, "seed": unit["seed"], "round": state["round"], "final": int(final)},
+                         checkpoint=ray.train.Checkpoint.from_directory(str(local)), checkpoint_dir_name=round_dir,
                          delete_local_checkpoint_after_upload=False)  # fmt: skip
 
     def report(metrics: dict[str, float], checkpoint: str | None = None) -> None:
@@ -148,12 +166,14 @@ def fold_worker(config: dict[str, Any]) -> None:
         except TrainingDiverged as e:
             diverged = str(e)
             result = {"diverged": diverged, "fold": fold}
+        if seeded:  # which seed: the parent's seed spread and a diverged seed's reason name it
+            result["seed"] = unit["seed"]
         result_path.write_text(json.dumps(result))
         (fold_dir / "last.pt").unlink(missing_ok=True)  # finished: keep best.pt only
     if tracker is not None and "test" in result:
         # now, not after the frozen rounds: a restart during them restores this fold as finished, and logs
         # again what a dead attempt may not have logged (FoldTracker writes each metric once)
-        log_fold_result(tracker, result, fold_dir)
+        log_fold_result(tracker, result, fold_dir, name)
     frozen = result.get("val", {}).get("f1_mean", float("nan")) if not diverged else float("nan")
     while state["round"] < cfg.train.epochs:  # keep step with the folds still training
         send({"epoch": state["round"], "val_f1": frozen, "best_val_f1": frozen, "train_loss": float("nan"),
@@ -167,14 +187,34 @@ def fold_worker(config: dict[str, Any]) -> None:
     shutil.rmtree(local, ignore_errors=True)  # uploaded: the trial's checkpoints live in the sweep's storage
 
 
-def log_fold_result(tracker: FoldTracker, result: dict[str, Any], fold_dir: Path) -> None:
-    """A finished fold's per-AU test counts, wall time, split and lineage tags and test predictions."""
-    tracker.log_metrics({f"test/count_{k}_{au}": c[k] for au, c in result["test"]["counts"].items() for k in c})
+def describe_fold(client: Any, run_id: str, trial: str, fold: str, seed: int | None, flat: dict[str, Any]) -> None:
+    """A fold run's description (one line per metric family), MLflow's source/user tags (once)."""
+    from farm.tracking.mlflow import provenance_tags
+    from farm.tracking.story import NOTE, fold_description, source_tags
+
+    if NOTE not in client.get_run(run_id).data.tags:
+        tags = {NOTE: fold_description(trial, fold, seed), **source_tags(provenance_tags()["git_sha"])}
+        for k, v in tags.items():
+            client.set_tag(run_id, k, v)
+
+
+def log_fold_result(tracker: FoldTracker, result: dict[str, Any], fold_dir: Path, name: str) -> None:
+    """A finished unit's per-AU test confusion counts (one table), wall time, split and lineage tags, its dataset
+    input (the split's subjects as input tags) and test predictions."""
+    from farm.tracking.story import log_dataset, log_table
+
+    client, run_id = tracker.tracker.client, tracker.tracker.run_id
+    counts = result["test"]["counts"]
+    log_table(client, run_id, "test_counts.json", ["AU", "tp", "fp", "fn", "tn", "f1"],
+              [[au, *(int(c.get(k, 0)) for k in ("tp", "fp", "fn", "tn")), result["test"]["f1"].get(au)]
+               for au, c in counts.items()])  # fmt: skip
     tracker.log_metrics({"time/fold_s": result["seconds"]})  # fit_fold's own wall time: data, train, eval
-    tracker.set_tags({**{f"split.{k}": " ".join(result["split"][k]) for k in ("train", "val", "test")},
-                      "split_hash": result["split"]["hash"], "data_hash": result["data_hash"],
-                      "best_epoch": result["best_epoch"], "checkpoint": "best.pt in the trial's last Ray Train "
-                      f"checkpoint, folder {result['fold']}/"})  # fmt: skip
+    split = {f"split.{k}": " ".join(result["split"][k]) for k in ("train", "val", "test")}
+    tracker.set_tags({**split, "split_hash": result["split"]["hash"], "data_hash": result["data_hash"],
+                      "best_epoch": result["best_epoch"], "checkpoint_folder": name})  # fmt: skip
+    if not client.get_run(run_id).inputs.dataset_inputs:
+        log_dataset(client, run_id, str(result["config"]["data"]["path"]), "train",
+                    {"split_hash": result["split"]["hash"], **split})  # fmt: skip
     if (fold_dir / PREDICTIONS_FILE).exists():  # per-frame test predictions, for `farm promote`
         tracker.log_artifact(fold_dir / PREDICTIONS_FILE, PREDICTIONS_DIR)
 
@@ -208,10 +248,10 @@ class FoldMeanCallback(UserCallback):
         if checkpoint is not None:
             out["checkpoint_path"] = checkpoint.path
         if not metrics[0].get("final"):
-            best = [m["best_val_f1"] for m in metrics]
-            out["cv/val_f1_mean"] = float(sum(best) / len(best)) if all(map(math.isfinite, best)) else float("nan")
-            out["cv/val_f1_epoch_mean"] = float(sum(m["val_f1"] for m in metrics) / len(metrics))
-            out["folds_running"] = sum(1 - int(m["stopped"]) for m in metrics)
+            out["cv/val_f1_mean"] = fold_seed_mean(metrics, "best_val_f1")
+            out["cv/val_f1_epoch_mean"] = fold_seed_mean(metrics, "val_f1")
+            # a fold trains while any of its seeds does
+            out["folds_running"] = sum(any(not m["stopped"] for m in g) for g in fold_groups(metrics).values())
             out["final"] = 0
             out.update({k: float("nan") for k in self.objectives if k not in out})  # robustness: after training
             self._send(out)
@@ -225,7 +265,7 @@ class FoldMeanCallback(UserCallback):
         else:
             out.update(aggregate_folds(results, self.aus))
             out["results"] = json.dumps(
-                [{k: r[k] for k in ("fold", "test", "val", "best_epoch", "split")} for r in results]
+                [{k: r[k] for k in ("fold", "seed", "test", "val", "best_epoch", "split") if k in r} for r in results]
             )
         out.update({k: float("nan") for k in self.objectives if k not in out})
         if self.tracking:
@@ -233,11 +273,21 @@ class FoldMeanCallback(UserCallback):
         self._send(out)
 
 
+def fold_seed_mean(metrics: list[dict[str, Any]], key: str) -> float:
+    """A round's `key` averaged over each fold's seeds, then over folds; NaN unless every unit's is finite."""
+    if not all(math.isfinite(m[key]) for m in metrics):
+        return float("nan")
+    means = [sum(m[key] for m in g) / len(g) for g in fold_groups(metrics).values()]
+    return float(sum(means) / len(means))
+
+
 def fold_mean_curve(results: list[dict[str, Any]]) -> list[float]:
-    """Per-epoch mean over folds of the validation F1 (a fold that stopped carries its last value)."""
-    curves = [[h["val/f1_mean"] for h in r["history"]] for r in results]
-    n = max(len(c) for c in curves)
-    return [float(sum(c[min(e, len(c) - 1)] for c in curves) / len(curves)) for e in range(n)]
+    """Per-epoch mean over folds (of the mean over each fold's seeds) of the validation F1 (a unit that stopped
+    carries its last value)."""
+    groups = fold_groups(results)
+    n = max(len(r["history"]) for r in results)
+    at = lambda r, e: r["history"][min(e, len(r["history"]) - 1)]["val/f1_mean"]  # noqa: E731
+    return [float(sum(sum(at(r, e) for r in g) / len(g) for g in groups.values()) / len(groups)) for e in range(n)]
 
 
 def log_parent(tracking: dict[str, Any], results: list[dict[str, Any]], aus: list[str], checkpoint_path: str,
@@ -258,14 +308,25 @@ def log_parent(tracking: dict[str, Any], results: list[dict[str, Any]], aus: lis
     tracker.log_metrics(aggregate_folds(results, aus))
     for e, v in enumerate(fold_mean_curve(results)):
         tracker.log_metrics({"cv/val_f1_epoch_mean": v}, step=e)
-    tracker.log_metrics({f"fold/{r['fold']}/test_f1": r["test"]["f1_mean"] for r in results})
+    per_fold = [seed_mean(g, aus) for g in fold_groups(results).values()]  # one seed: the results themselves
+    tracker.log_metrics({f"fold/{r['fold']}/test_f1": r["test"]["f1_mean"] for r in per_fold})
+    log_per_au_table(client, tracking["parent_run_id"], per_fold, aus)
     try:
         with tempfile.TemporaryDirectory() as d:
-            client.log_artifact(tracking["parent_run_id"], plot_per_au(results, aus, Path(d) / "per_au_test_f1.png"))
+            png = plot_per_au(per_fold, aus, Path(d) / "per_au_test_f1.png", tracking.get("trial", ""))
+            client.log_artifact(tracking["parent_run_id"], png)
     except Exception as e:  # noqa: BLE001 - a plot must never fail a trial
         tracker.set_tags({"plot_error": f"{type(e).__name__}: {e}"})
+    if checkpoint_path:  # each fold run names its own best.pt, in the trial's final checkpoint
+        from farm.tracking.mlflow import find_run
+
+        for r in results:
+            name = r["fold"] if "seed" not in r else f"{r['fold']}-s{r['seed']}"
+            run = find_run(client, tracking["experiment_id"], f"{tracking['trial']}-{name}")
+            if run:
+                client.set_tag(run, "checkpoint", f"{checkpoint_path.rstrip('/')}/{name}/best.pt")
     tracker.set_tags({"data_hash": results[0]["data_hash"],
-                      "split_hashes": ",".join(f"{r['fold']}:{r['split']['hash']}" for r in results),
+                      "split_hashes": ",".join(f"{r['fold']}:{r['split']['hash']}" for r in per_fold),
                       "partitions_hash": results[0]["split"].get("partitions_hash", ""),
                       "checkpoint": checkpoint_path})  # fmt: skip
     tracker.finish()
@@ -276,24 +337,42 @@ def trial_flat(flat: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
 
 
-def plot_per_au(results: list[dict[str, Any]], aus: list[str], path: Path) -> str:
-    """Bar chart of per-AU test F1, mean and std over folds, with each fold's value as a dot."""
+def log_per_au_table(client: Any, run_id: str, per_fold: list[dict[str, Any]], aus: list[str]) -> None:
+    """Per-AU x fold test F1 (0-1) as the trial's table `per_au_test_f1.json`: a row per AU, a column per fold,
+    their mean and population std (NaN folds left out), and a last row with the AU means."""
+    import numpy as np
+
+    from farm.tracking.story import log_table
+
+    folds = [r["fold"] for r in per_fold]
+    f1 = np.array([[r["test"]["f1"].get(au, np.nan) for r in per_fold] for au in aus], dtype=float)  # (AUs, folds)
+    with np.errstate(all="ignore"):
+        rows = [[au, *map(float, f1[i]), float(np.nanmean(f1[i])), float(np.nanstd(f1[i]))] for i, au in enumerate(aus)]
+        means = [float(r["test"]["f1_mean"]) for r in per_fold]
+        rows.append(["mean", *means, float(np.mean(means)), float(np.std(means))])
+    log_table(client, run_id, "per_au_test_f1.json", ["AU", *folds, "mean", "std"], rows)
+
+
+def plot_per_au(results: list[dict[str, Any]], aus: list[str], path: Path, trial: str = "") -> str:
+    """Bar chart of per-AU test F1 (0-1, the metrics' scale), mean and std over folds, with each fold's value (its
+    seed mean) as a dot; the title names the trial."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    f1 = np.array([[r["test"]["f1"][au] for au in aus] for r in results], dtype=float) * 100  # (folds, AUs)
+    f1 = np.array([[r["test"]["f1"][au] for au in aus] for r in results], dtype=float)  # (folds, AUs), 0-1
     x = np.arange(len(aus))
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(aus)), 3.5))
     ax.bar(x, np.nanmean(f1, 0), yerr=np.nanstd(f1, 0), capsize=3, color="#4c72b0", alpha=0.8, label="mean ± std")
     for row, r in zip(f1, results):
         ax.plot(x, row, "o", ms=3, label=f"fold {r['fold']}")
     ax.set_xticks(x, aus, rotation=45)
-    ax.set_ylabel("test F1 (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"per-AU test F1 over {len(results)} folds (mean {np.nanmean(f1):.1f})")
+    ax.set_ylabel("test F1")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{f'trial {trial}: ' if trial else ''}per-AU test F1 over {len(results)} folds "
+                 f"(mean {np.nanmean(f1):.3f})")  # fmt: skip
     ax.legend(fontsize=7, ncol=len(results) + 1)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

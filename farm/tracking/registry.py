@@ -14,8 +14,11 @@ is already a version of the model says so and stops.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,7 +36,17 @@ from farm.evaluate.inference import FoldEnsemble
 from farm.evaluate.promotion import decide
 from farm.tracking.mlflow import RunTracker, experiment_id
 from farm.tracking.pyfunc import MODEL_ARTIFACTS
-from farm.tracking.sweeps import PredictionsUnavailable, best_trial, open_store, record_for_run, trial_runs
+from farm.tracking.story import log_table, run_link
+from farm.tracking.sweeps import (
+    PredictionsUnavailable,
+    SweepLookupError,
+    best_trial,
+    open_store,
+    prediction_runs,
+    record_for_run,
+    refuse_nested,
+    trial_runs,
+)
 from farm.tracking.sweeps import fold_predictions as read_fold_predictions
 
 EVAL_DIR = "evaluation"
@@ -74,28 +87,35 @@ def pip_requirements() -> list[str]:
 # reading a trial's pieces
 
 
-def fold_checkpoints(record) -> dict[str, Path]:
-    """{fold: best.pt} from the trial's last Ray Train checkpoint (the parent run's `checkpoint` tag)."""
+def fold_models(record) -> dict[str, tuple[Path, tuple[str, ...]]]:
+    """{model name: (best.pt, its test subjects)} from the trial's last Ray Train checkpoint (the parent run's
+    `checkpoint` tag). A model per fold, named by the fold (P1), or with `sweep.seeds` > 1 a model per fold and
+    seed, named by its folder in the checkpoint (P1-s0: the fold run's `checkpoint_folder` tag)."""
     root = record.tags.get("checkpoint", "")
     if not root:
         raise PromoteError(f"trial {record.trial} (run {record.run_id}) has no checkpoint tag: did it finish?")
-    paths = {f.fold: Path(root) / f.fold / "best.pt" for f in record.folds}
-    absent = [str(p) for p in paths.values() if not p.is_file()]
+    runs = prediction_runs(record) or list(record.folds)  # per (fold, seed): the latest finished run
+    out = {}
+    for f in runs:
+        folder = f.tags.get("checkpoint_folder") or f.fold
+        out[folder] = (Path(root) / folder / "best.pt", tuple(f.tags.get("split.test", "").split()))
+    absent = [str(p) for p, _ in out.values() if not p.is_file()]
     if absent:
         raise PromoteError(f"trial {record.trial}: fold checkpoints not found: {', '.join(absent)} (was the sweep's "
                            "storage moved or deleted? the checkpoint tag of the trial's run says where it was)")  # fmt: skip
-    return paths
+    return out
 
 
 def ensemble_for(record, device: str = "cpu") -> FoldEnsemble:
-    """The trial's fold models with their input spec and each fold's test subjects."""
-    paths = fold_checkpoints(record)
+    """The trial's fold (and seed) models with their input spec and each one's test subjects."""
+    models = fold_models(record)
+    paths = {name: path for name, (path, _) in models.items()}
     first = load_checkpoint(next(iter(paths.values())))
     if "input" not in first:
         raise PromoteError(f"{next(iter(paths.values()))}: written by an older farm without its input description; "
                            "re-run the trial")  # fmt: skip
     spec = InputSpec.from_dict(first["input"])
-    subjects = {f.fold: tuple(f.tags.get("split.test", "").split()) for f in record.folds}
+    subjects = {name: test for name, (_, test) in models.items()}
     return FoldEnsemble.from_checkpoints(paths, spec, subjects, device)
 
 
@@ -185,6 +205,11 @@ def promote(opts: PromoteOptions, log=print) -> dict[str, Any]:
     client = open_store(opts.tracking_uri)
     mlflow.set_tracking_uri(opts.tracking_uri)
     records = trial_runs(client, opts.sweep)
+    if not opts.trial:
+        try:
+            refuse_nested(client, opts.sweep, "promoting its best trial")
+        except SweepLookupError as e:
+            raise PromoteError(f"{e} (or --trial T registers that one fold's model)") from None
     if not opts.metric:  # the sweep's first objective (an experiment tag that farm sweep writes)
         exp = client.get_experiment_by_name(opts.sweep)
         first = ((exp.tags.get("objective") if exp else "") or "cv/val_f1_mean").split(",")[0]
@@ -252,10 +277,11 @@ def promote(opts: PromoteOptions, log=print) -> dict[str, Any]:
                 signature=signature_for(ensemble.spec), input_example=example,
             )  # fmt: skip
         run_id = run.info.run_id
-    version = mlflow.register_model(info.model_uri, name, tags={**tags, "promotion_run_id": run_id})
-    client.update_model_version(name, version.version, description=(
-        f"{record.fusion} from trial {record.trial} of sweep {opts.sweep}: an ensemble of its {len(record.folds)} "
-        f"fold models (probabilities averaged). {decision.reason}."))  # fmt: skip
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered..."; the farm says more
+        version = mlflow.register_model(info.model_uri, name, tags={**tags, "promotion_run_id": run_id})
+    description = version_description(record, opts.sweep, len(ensemble.models), decision,
+                                      champion.version if champion else None, exp, run_id)  # fmt: skip
+    client.update_model_version(name, version.version, description=description)
     for k, v in {"decision": decision.reason, "decision.difference": decision.difference, "decision.ci_low": decision.ci_low,
                  "decision.ci_high": decision.ci_high, "forced": opts.force,
                  "compared_with": champion.version if champion else "none"}.items():  # fmt: skip
@@ -283,12 +309,53 @@ def promote(opts: PromoteOptions, log=print) -> dict[str, Any]:
                 rows = robustness_for_run(client, run_id, ensemble, data, title=f"{name} v{version.version}",
                                           stride=opts.stride, seed=opts.seed, log=log)  # fmt: skip
                 tag_version_robustness(client, name, version.version, rows)
+                client.update_model_version(name, version.version,
+                                            description=description + "\n\n" + robustness_markdown(rows))  # fmt: skip
+                log_table(client, run_id, f"{ROBUSTNESS_DIR}/robustness_table.json",
+                          ["condition", "f1_mean", "f1_std", "delta"],
+                          [[r["condition"], r["f1_mean"], r["f1_std"], r["delta"]] for r in rows])  # fmt: skip
                 summary["robustness"] = rows
             except Exception as e:  # noqa: BLE001 - the version is registered; the study can be re-run alone
                 log(f"robustness study failed ({type(e).__name__}: {e}); the version is registered; run {later}")
         else:
             log(f"robustness skipped: dataset {data or '(none)'} not found here; run {later}")
     return summary
+
+
+def version_description(record, sweep: str, n_models: int, decision, champion: str | None, promotion_exp: str,
+                        promotion_run: str) -> str:  # fmt: skip
+    """The registered version's page (Markdown): what it is, the decision with its interval, and links to its
+    lineage (the trial, its fold runs, the promotion run) and provenance."""
+    folds = {f.fold for f in record.folds}
+    what = (f"{record.fusion} from trial {record.trial} of sweep {sweep}: an ensemble of its {n_models} fold models"
+            f"{' (folds x seeds)' if n_models > len(folds) else ''} (probabilities averaged).")  # fmt: skip
+    against = f"against version {champion}" if champion else "no champion to compare with"
+    interval = (f" F1 difference {decision.difference:+.4f}, 95% paired subject-bootstrap interval "
+                f"[{decision.ci_low:+.4f}, {decision.ci_high:+.4f}] over {decision.n_subjects} subjects"
+                if math.isfinite(decision.difference) else "")  # fmt: skip
+    runs = prediction_runs(record) or list(record.folds)
+    fold_links = ", ".join(run_link(record.experiment_id, f.run_id, f.tags.get("checkpoint_folder") or f.fold)
+                           for f in runs)  # fmt: skip
+    metrics = ", ".join(f"{k} {record.metrics[k]:.4f}" for k in ("cv/val_f1_mean", "cv/test_f1_mean", "cv/test_f1_std")
+                        if k in record.metrics)  # fmt: skip
+    return "\n".join([
+        what,
+        "",
+        f"**Decision** ({against}): {decision.reason}.{interval}",
+        "",
+        f"**Lineage**: {run_link(record.experiment_id, record.run_id, f'trial {record.trial}')}; folds: {fold_links}; "
+        f"{run_link(promotion_exp, promotion_run, 'promotion run')} (its `evaluation/` and `robustness/` artifacts).",
+        f"**Provenance**: data hash {record.tags.get('data_hash', '?')}, git {record.tags.get('git_sha', '?')[:12]}, "
+        f"space {record.tags.get('space', '?')}; {metrics} (F1 0-1).",
+    ])  # fmt: skip
+
+
+def robustness_markdown(rows: list[dict]) -> str:
+    """The robustness study as a Markdown table for the version's page (test subjects of each fold)."""
+    lines = ["**Robustness** (each fold's model on its test subjects; F1 0-1, mean ± std over folds; the curves: "
+             "robustness/ of the promotion run):", "", "| condition | F1 | ± | change |", "|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {r['condition']} | {r['f1_mean']:.3f} | {r['f1_std']:.3f} | {r['delta']:+.3f} |" for r in rows]
+    return "\n".join(lines)
 
 
 def example_input(ensemble: FoldEnsemble, record) -> dict[str, np.ndarray] | None:

@@ -123,7 +123,7 @@ def trial_runs(client: MlflowClient, sweep: str) -> list[TrialRecord]:
         TrialRecord(r.info.run_id, r.info.run_name, sweep, exp.experiment_id, r.data.params.get("model.fusion", "?"),
                     r.info.status, dict(r.data.metrics), dict(r.data.params), dict(r.data.tags), r.info.start_time,
                     r.info.end_time, tuple(sorted(children.get(r.info.run_id, []), key=lambda f: f.fold)), store)
-        for r in runs if PARENT_TAG not in r.data.tags
+        for r in runs if PARENT_TAG not in r.data.tags and "farm.kind" not in r.data.tags  # a trial, not a summary
     ]  # fmt: skip
     records.sort(key=lambda t: t.start_time)
     if not any(t.status == "FINISHED" for t in records):
@@ -131,6 +131,22 @@ def trial_runs(client: MlflowClient, sweep: str) -> list[TrialRecord]:
         held = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none"
         raise SweepLookupError(f"sweep {sweep!r} in the MLflow store {store} has no FINISHED trial (trials: {held})")
     return records
+
+
+def sweep_protocol(client: MlflowClient, sweep: str) -> str:
+    """The sweep's protocol as `farm sweep` tagged its experiment: joint (also for sweeps older than the tag) or nested."""
+    exp = client.get_experiment_by_name(sweep)
+    return (exp.tags.get("protocol") if exp else "") or "joint"
+
+
+def refuse_nested(client: MlflowClient, sweep: str, what: str) -> None:
+    """Raise SweepLookupError for `what` (e.g. "farm promote") on a nested sweep: its trials each trained one outer
+    fold, and no single configuration is its result (its estimate of the tuned pipeline is in run nested-summary)."""
+    if sweep_protocol(client, sweep) == "nested":
+        raise SweepLookupError(
+            f"sweep {sweep!r} used the nested protocol: each of its trials trained one outer fold, and its result is "
+            f"the estimate of the whole search (cv/test_f1_nested_mean in its run nested-summary), not one "
+            f"configuration; {what} needs a joint sweep (farm sweep --protocol joint, the default)")  # fmt: skip
 
 
 def best_trial(records: list[TrialRecord], metric: str = OBJECTIVE, fusion: str | None = None) -> TrialRecord:
@@ -212,7 +228,7 @@ def method_result(record: TrialRecord, metric: str = OBJECTIVE) -> MethodResult:
     if not aus:  # older runs without the param: the AUs the folds logged
         aus = tuple(dict.fromkeys(k[len("test/f1_") :] for f in folds for k in f.metrics
                                   if k.startswith("test/f1_") and k != "test/f1_mean"))  # fmt: skip
-    fold_f1 = {f.fold: {a: f.metrics[f"test/f1_{a}"] for a in aus if f"test/f1_{a}" in f.metrics} for f in folds}
+    fold_f1 = seed_mean_f1(prediction_runs(record), aus)
     split_tag = record.tags.get("split_hashes", "")
     splits = dict(s.split(":", 1) for s in split_tag.split(",") if ":" in s) if split_tag else {}
     splits = splits or {f.fold: f.tags["split_hash"] for f in folds if f.tags.get("split_hash")}
@@ -231,6 +247,21 @@ def method_result(record: TrialRecord, metric: str = OBJECTIVE) -> MethodResult:
         val_f1_clean=record.metric(OBJECTIVE), val_robustness=val_robustness(record),
         protocol=record.tags.get("protocol") or "joint", seeds=trial_seeds(record),
     )  # fmt: skip
+
+
+def seed_mean_f1(runs: list[FoldRun], aus: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """{fold: {AU: test F1}} from fold runs, a fold's seed runs averaged (one run per fold: its values as logged)."""
+    by_fold: dict[str, list[FoldRun]] = {}
+    for f in runs:
+        by_fold.setdefault(f.fold, []).append(f)
+    out = {}
+    for fold, seeds in by_fold.items():
+        out[fold] = {}
+        for a in aus:
+            values = [f.metrics[f"test/f1_{a}"] for f in seeds if f"test/f1_{a}" in f.metrics]
+            if values:  # an AU without a known label in the fold is logged by no seed
+                out[fold][a] = values[0] if len(values) == 1 else float(np.mean(values))
+    return out
 
 
 def trial_seeds(record: TrialRecord) -> int:
@@ -428,6 +459,7 @@ def report_sweeps(tracking_uri: str, sweeps: list[str], paper: str | None, out: 
     client = open_store(tracking_uri)
     best: dict[str, TrialRecord] = {}
     for sweep in sweeps:
+        refuse_nested(client, sweep, "farm report (the best trial per method, over all folds)")
         for fusion, rec in best_per_fusion(trial_runs(client, sweep), metric).items():
             if fusion not in best or rec.metric(metric) > best[fusion].metric(metric):
                 best[fusion] = rec

@@ -1,6 +1,29 @@
 """farm.evaluate.cv: cross-validation summaries, robustness aggregation, objectives and Pareto fronts."""
 
-from farm.evaluate.cv import aggregate_robustness, objective_metrics, pareto_front
+import numpy as np
+import pytest
+
+from farm.evaluate.cv import aggregate_folds, aggregate_robustness, nested_estimate, objective_metrics, pareto_front
+from farm.metrics import f1_from_counts, summarize
+
+AUS = ("AU1", "AU2", "AU4")
+
+
+def unit_results(folds=("P1", "P2", "P3"), seeds=(0,), seed=0):
+    """Fold results as FoldResult.to_json() holds them, one per (fold, seed); AU4 has no label in P2."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for fold in folds:
+        for s in seeds:
+            counts = rng.integers(0, 30, (len(AUS), 4))
+            if fold == "P2":
+                counts[2] = 0
+            r = {"fold": fold, "test": summarize(counts, AUS), "val": {"f1_mean": float(rng.uniform(0.2, 0.6))},
+                 "val_robustness": {"val/f1_missing_depth": float(rng.uniform(0.1, 0.5))}}  # fmt: skip
+            if len(seeds) > 1:
+                r["seed"] = s
+            out.append(r)
+    return out
 
 
 def test_pareto_front_keeps_only_non_dominated_finite_points():
@@ -37,3 +60,49 @@ def test_objective_metrics_follow_the_modalities_and_the_switches():
         "cv/val_f1_noise_visual_0.5",
     ]
     assert objective_metrics(("visual", "depth"), (), (0.5,)) == ["cv/val_f1_mean"]
+
+
+def test_one_seed_per_fold_gives_the_numbers_of_before_and_no_seed_metrics():
+    res = unit_results()
+    out = aggregate_folds(res, AUS)
+    test = [r["test"]["f1_mean"] for r in res]
+    assert out["cv/test_f1_mean"] == np.mean(test) and out["cv/test_f1_std"] == np.std(test)
+    assert out["cv/val_f1_mean"] == np.mean([r["val"]["f1_mean"] for r in res])
+    assert not any("seed" in k for k in out) and out["cv/num_folds"] == 3.0
+
+
+def test_seeds_are_averaged_per_fold_first_and_their_spread_reported():
+    res = unit_results(seeds=(0, 1, 2))
+    out = aggregate_folds(res, AUS)
+    by = {f: [r for r in res if r["fold"] == f] for f in ("P1", "P2", "P3")}
+    mean = {f: np.mean([r["test"]["f1_mean"] for r in rs]) for f, rs in by.items()}
+    val = {f: np.mean([r["val"]["f1_mean"] for r in rs]) for f, rs in by.items()}
+    assert out["cv/num_folds"] == 3.0 and out["cv/num_seeds"] == 3.0
+    assert out["cv/test_f1_mean"] == pytest.approx(np.mean(list(mean.values())), abs=1e-12)
+    assert out["cv/test_f1_std"] == pytest.approx(np.std(list(mean.values())), abs=1e-12)  # over folds of seed means
+    assert out["cv/val_f1_mean"] == pytest.approx(np.mean(list(val.values())), abs=1e-12)  # the objective
+    for f, rs in by.items():
+        sd = np.std([r["test"]["f1_mean"] for r in rs])
+        assert out[f"fold/{f}/test_f1_seed_std"] == pytest.approx(sd, abs=1e-12)
+        assert out[f"fold/{f}/val_f1_seed_std"] == pytest.approx(np.std([r["val"]["f1_mean"] for r in rs]), abs=1e-12)
+    assert out["cv/test_f1_seed_std"] == pytest.approx(np.mean([out[f"fold/{f}/test_f1_seed_std"] for f in by]))
+    # per AU: the fold mean of the seed means; AU4 (no label in P2) over the folds that have it
+    au1 = np.mean([np.mean([r["test"]["f1"]["AU1"] for r in rs]) for rs in by.values()])
+    assert out["cv/test_f1_AU1"] == pytest.approx(au1, abs=1e-12)
+    au4 = np.mean([np.mean([r["test"]["f1"]["AU4"] for r in by[f]]) for f in ("P1", "P3")])
+    assert out["cv/test_f1_AU4"] == pytest.approx(au4, abs=1e-12)
+    # pooled: every prediction of every fold and seed
+    summed = np.array([[sum(r["test"]["counts"][a][k] for r in res) for k in ("tp", "fp", "fn", "tn")] for a in AUS])
+    assert out["cv/test_f1_pooled"] == pytest.approx(np.nanmean(f1_from_counts(summed)), abs=1e-12)
+    # robustness: the fold mean of the seed means, too
+    rob = np.mean([np.mean([r["val_robustness"]["val/f1_missing_depth"] for r in rs]) for rs in by.values()])
+    assert out["cv/val_f1_missing_depth"] == pytest.approx(rob, abs=1e-12)
+    assert out["cv/val_f1_missing_worst"] == out["cv/val_f1_missing_depth"]
+
+
+def test_the_nested_estimate_is_the_mean_and_std_over_outer_folds():
+    out = nested_estimate({"P1": 0.3, "P2": 0.5, "P3": 0.4})
+    assert out["cv/test_f1_nested_mean"] == pytest.approx(0.4) and out["cv/num_folds"] == 3.0
+    assert out["cv/test_f1_nested_std"] == pytest.approx(np.std([0.3, 0.5, 0.4]))
+    with pytest.raises(ValueError):
+        nested_estimate({})

@@ -13,6 +13,8 @@ from farm.sweep import cluster
 # GCS, raylet, the agents, the driver and the trial's Ray Train fold workers.
 EXPECTED = ("gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "farm.cli sweep",
             "ray::RayTrainWorker")  # fmt: skip
+
+
 @pytest.mark.slow
 def test_local_sweep_listens_on_loopback_only_and_ignores_ray_address(farm_env):
     env, tmp_path = farm_env

@@ -5,13 +5,15 @@ registry is that store's; models are loaded back through `mlflow.pyfunc`.
 """
 
 import csv
+import json
+import subprocess
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from sweep_helpers import runs_by_parent, tracking_uri
+from sweep_helpers import FARM, runs_by_parent, tracking_uri
 
 from farm.cli import main
 from farm.data.store import FrameStore
@@ -23,8 +25,10 @@ NAME = "amf-e2e"
 @pytest.fixture(scope="module")
 def promoted(smoke_sweep):
     uri = tracking_uri(smoke_sweep.root)
-    assert main(["promote", "--sweep", smoke_sweep.name, "--tracking-uri", uri, "--model-name", NAME,
-                 "--bootstrap", "500"]) == 0  # fmt: skip
+    args = ["promote", "--sweep", smoke_sweep.name, "--tracking-uri", uri, "--model-name", NAME, "--bootstrap", "500"]
+    proc = subprocess.run([*FARM, *args], env=smoke_sweep.env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Add type hints" not in proc.stdout + proc.stderr  # MLflow's warning on the model class (issue 15)
     client, parents, children = runs_by_parent(smoke_sweep.root, smoke_sweep.name)
     best = max(parents, key=lambda p: p.data.metrics["cv/val_f1_mean"])
     worst = min(parents, key=lambda p: p.data.metrics["cv/val_f1_mean"])
@@ -84,6 +88,15 @@ def test_robustness_is_attached_and_its_clean_row_is_the_logged_test_f1(promoted
     assert {a.path for a in client.list_artifacts(v.run_id, "robustness")} >= {"robustness/robustness.png",
                                                                                 "robustness/robustness.md"}  # fmt: skip
     assert "robustness.missing_visual" in v.tags
+    # the version's page (issue 15): the decision, links to the trial and fold runs, the robustness table
+    text = v.description
+    assert "**Decision** (no champion to compare with): no champion yet." in text
+    exp = best.info.experiment_id
+    for run in [best, *children[best.info.run_id]]:
+        assert f"(#/experiments/{exp}/runs/{run.info.run_id})" in text, run.info.run_name
+    assert f"| clean | {float(clean['f1_mean']):.3f} |" in text and f"data hash {best.data.tags['data_hash']}" in text
+    table = json.loads(open(client.download_artifacts(v.run_id, "robustness/robustness_table.json")).read())
+    assert [r[0] for r in table["data"]] == [r["condition"] for r in rows]
     # a second study on the same run keeps the first (nothing logged is overwritten)
     before = client.get_run(v.run_id).data.metrics
     assert main(["robustness", "--model", f"models:/{NAME}@champion", "--tracking-uri", uri]) == 0
@@ -99,6 +112,9 @@ def test_worse_trial_becomes_challenger_and_force_overrides(promoted, capsys):
     challenger = client.get_model_version_by_alias(NAME, "challenger")
     assert str(challenger.version) == "2" and challenger.tags["compared_with"] == "1"
     assert challenger.tags["decision"].startswith(("the candidate is worse", "no clear difference"))
+    lo, hi = (float(challenger.tags[f"decision.ci_{k}"]) for k in ("low", "high"))
+    assert "**Decision** (against version 1)" in challenger.description
+    assert f"95% paired subject-bootstrap interval [{lo:+.4f}, {hi:+.4f}]" in challenger.description
     assert "as challenger" in capsys.readouterr().out
     # promoting the same trial again changes nothing; --force makes it champion and says so
     assert main(["promote", "--sweep", "e2e", "--tracking-uri", uri, "--model-name", NAME, "--trial",

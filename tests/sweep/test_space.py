@@ -67,7 +67,8 @@ def test_bad_space_files_fail_at_once_naming_the_key(tmp_path, body, msg):
 
 def test_unknown_space_name_lists_the_shipped_ones():
     with pytest.raises(
-        SpaceError, match="shipped: ablation_cutswitch, ablation_modalities, amf_bp4d, amf_bp4dplus, baselines, robustness_guidance, robustness_remedies, robustness_synthetic, smoke"
+        SpaceError,
+        match="shipped: ablation_cutswitch, ablation_modalities, amf_bp4d, amf_bp4dplus, baselines, protocols_synthetic, robustness_guidance, robustness_remedies, robustness_synthetic, smoke",
     ):
         load_space("nope")
     assert SPACE_DIR.name == "search_spaces"
@@ -94,7 +95,9 @@ def test_objectives_default_single_and_list(tmp_path):
     assert objectives({"objective": "cv/val_f1_missing_worst"}) == ["cv/val_f1_missing_worst"]
     two = ["cv/val_f1_mean", "cv/val_f1_missing_worst"]
     p = tmp_path / "mo.yaml"
-    p.write_text("space:\n  train.lr: {float: [1.0e-4, 1.0e-3]}\nsweep:\n  objective: [cv/val_f1_mean, cv/val_f1_missing_worst]\n")
+    p.write_text(
+        "space:\n  train.lr: {float: [1.0e-4, 1.0e-3]}\nsweep:\n  objective: [cv/val_f1_mean, cv/val_f1_missing_worst]\n"
+    )
     assert objectives(load_space(p).sweep) == two
 
 

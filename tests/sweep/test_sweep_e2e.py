@@ -16,6 +16,13 @@ pytestmark = pytest.mark.slow
 def test_smoke_sweep_logs_one_parent_per_trial_and_one_child_per_fold(smoke_sweep):
     tmp_path, name, proc = smoke_sweep.root, smoke_sweep.name, smoke_sweep.proc
     assert "top trials by fold-mean validation F1" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
+    # the terminal shows the farm's lines; Ray's, Tune's and Train's own go to a file the output names (issue 15)
+    ray_log = (tmp_path / "sweeps" / name / "ray.log").resolve()
+    assert f"Ray's own log (start-up, Tune, Train, trial errors): {ray_log}" in proc.stdout
+    assert ray_log.is_file() and ray_log.stat().st_size > 0
+    out = proc.stdout + proc.stderr
+    assert "tensorboard" not in out.lower() and "Configuration for experiment" not in out
+    assert "Add type hints" not in out
 
     client, parents, children = runs_by_parent(tmp_path, name)
     assert len(parents) == 2 and len({p.info.run_name for p in parents}) == 2
@@ -40,7 +47,8 @@ def test_smoke_sweep_logs_one_parent_per_trial_and_one_child_per_fold(smoke_swee
         for tag in ("git_sha", "version.torch", "data_hash", "split_hashes", "partitions_hash"):
             assert p.data.tags.get(tag), tag
         assert "plot_error" not in p.data.tags
-        assert [a.path for a in client.list_artifacts(p.info.run_id)] == ["per_au_test_f1.png"]
+        assert [a.path for a in client.list_artifacts(p.info.run_id)] == ["config.yaml", "per_au_test_f1.json",
+                                                                          "per_au_test_f1.png"]  # fmt: skip
         for k in kids:  # each fold's per-frame test predictions, for the champion bootstrap
             assert [a.path for a in client.list_artifacts(k.info.run_id, "predictions")] == [
                 "predictions/test_predictions.parquet"

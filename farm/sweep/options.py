@@ -1,0 +1,40 @@
+"""The options of `farm sweep` (saved as NAME/sweep.json, so `--resume --name NAME` needs nothing else)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    space: str = "smoke"
+    data: str = ""
+    """Prepared dataset; empty = data/synthetic, generated if missing."""
+    fusion: str = ""
+    trials: int = 0
+    """0 = the space file's sweep.trials."""
+    max_concurrent: int = 0
+    address: str = ""
+    """Ray cluster to join ('auto' or HOST:PORT); empty = start a local Ray."""
+    tracking_uri: str = ""
+    """MLflow tracking URI; empty = sqlite:///./mlflow.db (artifacts in ./mlartifacts)."""
+    name: str = ""
+    storage: str = "runs/sweeps"
+    resume: bool = False
+    seed: int = 0
+    """Seed of the Optuna sampler (not of training: that is train.seed)."""
+    seeds: int = 0
+    """Training seeds per fold; 0 = the space file's sweep.seeds (default 1)."""
+    protocol: str = ""
+    """joint | nested; empty = the space file's sweep.protocol (default joint)."""
+    cpus_per_fold: float = 0.0
+    """0 = share the node's CPUs among the concurrent workers, folds x seeds (GPUs: one per worker when present)."""
+    max_failures: int = 2
+    """Ray Train retries of a trial's fold group (each restarts from the last epoch checkpoint)."""
+    tracking_relay: str = "auto"
+    """auto | on | off: workers log through a Ray actor on the driver's node (farm/tracking/relay.py);
+    auto = when the cluster has other nodes and the store is sqlite or a loopback server."""
+
+
+class SweepError(ValueError):
+    """The sweep cannot start (bad options, missing data, nothing to resume)."""

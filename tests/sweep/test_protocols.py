@@ -1,0 +1,160 @@
+"""Seeds and the nested protocol (issue 14) without Ray: the units a trial trains, their reproducibility,
+the per-round aggregation, resources, options and the leaderboards."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from farm.config import unflatten
+from farm.engine import fit_fold
+from farm.sweep.leaderboard import format_leaderboard, format_nested, select_per_fold
+from farm.sweep.options import SweepError, SweepOptions
+from farm.sweep.run import resolve_options
+from farm.sweep.space import SpaceError, load_space
+from farm.sweep.trial import plan_resources
+from farm.sweep.worker import failure_reason, fold_mean_curve, fold_seed_mean, trial_units
+
+FAST = {"model.backbone": "resnet10", "amf.num_samples": 3, "train.batch_size": 8, "train.eval_batch_size": 16,
+        "train.device": "cpu", "data.val_fraction": 0.25, "train.epochs": 2, "train.val_robustness": []}  # fmt: skip
+
+
+def test_a_trial_trains_each_fold_with_each_seed_and_one_seed_is_the_fold_alone():
+    units = trial_units(["P1", "P2"], 2, 5)
+    assert [(u["fold"], u["seed"], u["name"]) for u in units] == [
+        ("P1", 5, "P1-s5"), ("P1", 6, "P1-s6"), ("P2", 5, "P2-s5"), ("P2", 6, "P2-s6")
+    ]  # fmt: skip
+    assert [(u["fold"], u["seed"], u["name"]) for u in trial_units(["P1", "P3"], 1, 0)] == [
+        ("P1", 0, "P1"), ("P3", 0, "P3")
+    ]  # fmt: skip
+
+
+def test_a_fixed_seed_trains_identically_and_another_seed_differently_on_the_same_split(tiny_dataset):
+    """Two folds x two seeds, each trained twice in-process: the same val/f1_mean and loss history."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a sweep's fold worker on a CPU node (and 10x faster on a busy 2-core machine)
+    try:
+        check_seeds_reproduce(tiny_dataset)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_seeds_reproduce(tiny_dataset):
+    histories = {}
+    for unit in trial_units(["P1", "P2"], 2, 0):
+        cfg = unflatten({**FAST, "data.path": str(tiny_dataset), "data.fold": unit["fold"], "train.seed": unit["seed"]})
+        runs = [fit_fold(cfg, log=lambda s: None) for _ in range(2)]
+        curves = [[(h["val/f1_mean"], h["train/loss"]) for h in r.history] for r in runs]
+        assert curves[0] == curves[1] and len(curves[0]) == 2, unit  # bit for bit
+        assert runs[0].test == runs[1].test
+        histories[unit["name"]] = (curves[0], runs[0].split)
+    for fold in ("P1", "P2"):
+        (a, split_a), (b, split_b) = histories[f"{fold}-s0"], histories[f"{fold}-s1"]
+        assert [x[1] for x in a] != [x[1] for x in b]  # init, order, augmentation, AMF sampling: another seed
+        assert (split_a["train"], split_a["val"], split_a["test"]) == (
+            split_b["train"],
+            split_b["val"],
+            split_b["test"],
+        )
+
+
+def test_a_round_averages_each_folds_seeds_before_the_folds():
+    # fold P1 with two seeds, fold P2 with two: the plain mean over units would weigh them alike anyway, so
+    # make P1's seeds unequal in number to see the fold-first mean
+    m = [{"fold": "P1", "v": 0.2}, {"fold": "P1", "v": 0.4}, {"fold": "P1", "v": 0.6}, {"fold": "P2", "v": 0.8}]
+    assert fold_seed_mean(m, "v") == pytest.approx((0.4 + 0.8) / 2)
+    assert math.isnan(fold_seed_mean([*m, {"fold": "P2", "v": float("nan")}], "v"))
+    hist = lambda *v: [{"val/f1_mean": x} for x in v]  # noqa: E731
+    results = [{"fold": "P1", "history": hist(0.1, 0.3)}, {"fold": "P1", "history": hist(0.3)},
+               {"fold": "P2", "history": hist(0.5, 0.7)}]  # fmt: skip
+    # epoch 1: P1 = mean(0.3, 0.3 carried), P2 = 0.7
+    assert fold_mean_curve(results) == pytest.approx([(0.2 + 0.5) / 2, (0.3 + 0.7) / 2])
+
+
+def test_a_diverged_seed_is_named_in_its_reason():
+    assert failure_reason({"fold": "P2", "diverged": "fold P2: training diverged in epoch 1: x"}) == (
+        "fold P2: training diverged in epoch 1: x"
+    )
+    assert failure_reason({"fold": "P2", "seed": 3, "diverged": "fold P2: training diverged in epoch 1: x"}) == (
+        "fold P2 seed 3: training diverged in epoch 1: x"
+    )
+
+
+def test_resources_are_shared_by_folds_times_seeds():
+    opts = SweepOptions()
+    cpu = plan_resources(6, 1, opts, {"CPU": 2.0})  # 3 folds x 2 seeds on 2 CPUs
+    assert cpu == {"gpu": False, "per_fold": {"CPU": 0.32}, "threads": 1}
+    assert plan_resources(3, 2, opts, {"CPU": 16.0})["per_fold"] == {"CPU": 2.65}
+    assert plan_resources(6, 1, opts, {"CPU": 32.0, "GPU": 8.0}) == {"gpu": True, "per_fold": {"CPU": 4, "GPU": 1.0},
+                                                                     "threads": 4}  # fmt: skip
+    shared = plan_resources(6, 1, opts, {"CPU": 16.0, "GPU": 4.0})  # one trial fits only by sharing the GPUs
+    assert shared["per_fold"] == {"CPU": 2, "GPU": 0.66} and 6 * 0.66 <= 4
+
+
+def test_seeds_and_protocol_keys_are_checked(tmp_path):
+    def space(body):
+        p = tmp_path / "s.yaml"
+        p.write_text("space:\n  train.lr: {float: [1.0e-4, 1.0e-3]}\nsweep:\n" + body)
+        return p
+
+    assert load_space(space("  seeds: 3\n  protocol: nested\n")).sweep == {"seeds": 3, "protocol": "nested"}
+    with pytest.raises(SpaceError, match=r"s.yaml: sweep.seeds must be >= 1, got 0"):
+        load_space(space("  seeds: 0\n"))
+    with pytest.raises(SpaceError, match=r"sweep.protocol must be one of joint, nested, got 'inner'"):
+        load_space(space("  protocol: inner\n"))
+    with pytest.raises(SpaceError, match=r"sweep.seeds must be int"):
+        load_space(space("  seeds: two\n"))
+    with pytest.raises(SweepError, match=r"--seeds must be >= 1"):
+        resolve_options(SweepOptions(seeds=-1, storage=str(tmp_path)))
+    with pytest.raises(SweepError, match=r"--protocol must be one of joint, nested"):
+        resolve_options(SweepOptions(protocol="outer", storage=str(tmp_path)))
+    (tmp_path / "s1").mkdir()
+    (tmp_path / "s1" / "sweep.json").write_text(json.dumps({"name": "s1", "seeds": 2, "protocol": "nested"}))
+    with pytest.raises(SweepError, match=r"sweep s1 runs with --seeds 2; --resume cannot change it to 3"):
+        resolve_options(SweepOptions(name="s1", resume=True, seeds=3, storage=str(tmp_path)))
+    kept = resolve_options(SweepOptions(name="s1", resume=True, storage=str(tmp_path)))
+    assert (kept.seeds, kept.protocol) == (2, "nested")
+
+
+def row(trial, val, test, status="finished", seed_std=math.nan, folds=None):
+    return {"trial": trial, "status": status, "val": val, "test": test, "test_std": 0.01, "seed_std": seed_std,
+            "epoch": 3, "folds": folds or {}, "reason": "", "pareto": False, "objectives": {"cv/val_f1_mean": val}}  # fmt: skip
+
+
+def test_the_leaderboard_shows_the_seed_spread():
+    opts = SweepOptions(name="sw", tracking_uri="sqlite:////x/mlflow.db", storage="/x")
+    rows = [row("t1", 0.5, 0.42, seed_std=0.013, folds={"P1": 0.4, "P2": 0.44}), row("t2", 0.3, math.nan, "stopped")]
+    board = format_leaderboard(rows, opts, ["P1", "P2"], seeds=3)
+    lines = board.splitlines()
+    assert "3 seeds per fold" in board and "test F1 mean ± std (seed sd)" in board
+    assert lines[4].split() == ["t1", "finished", "50.0", "42.0", "±", "1.0", "(1.3)", "40.0", "44.0"]
+    one = format_leaderboard(rows, opts, ["P1", "P2"])  # one seed: the leaderboard of before
+    assert "seed" not in one and one.splitlines()[3].split()[:4] == ["t1", "finished", "50.0", "42.0"]
+
+
+def test_the_nested_leaderboard_names_its_protocol_selection_and_estimate():
+    opts = SweepOptions(name="sw", tracking_uri="sqlite:////x/mlflow.db", storage="/x")
+    by_fold = {"P1": [row("a", 0.6, 0.5), row("b", 0.7, 0.2, status="stopped")],
+               "P2": [row("c", 0.4, 0.3), row("d", 0.5, 0.1), row("e", 0.9, 0.9, status="failed")]}  # fmt: skip
+    selected = select_per_fold(by_fold, "cv/val_f1_mean")
+    assert {f: r["trial"] for f, r in selected.items()} == {"P1": "a", "P2": "d"}  # finished only, by validation
+    summary = {"cv/test_f1_nested_mean": 0.3, "cv/test_f1_nested_std": 0.2}
+    board = format_nested(by_fold, selected, summary, opts)
+    assert "nested: one search per outer fold" in board
+    assert "outer fold P1: 2 trials (Optuna study sw-P1), selected a" in board
+    assert "nested estimate: test F1 30.0 ± 20.0 over 2 outer folds" in board and "P2 d val 50.0 test 10.0" in board
+    row_a = next(line for line in board.splitlines() if line.startswith("a "))
+    assert row_a.split() == ["a", "finished", "60.0", "50.0"]  # one fold: its test F1, no std over folds
+    assert "promote the best trial of a joint sweep" in board and "farm promote --sweep" not in board
+    none = format_nested({**by_fold, "P3": [row("f", 0.1, 0.1, "stopped")]}, selected, {}, opts)
+    assert "nested estimate: none: outer fold P3 selected no configuration" in none
+
+
+def test_shipped_spaces_default_to_one_seed_and_the_joint_protocol():
+    for p in sorted(Path(load_space("smoke").path).parent.glob("*.yaml")):
+        if p.name == "protocols_synthetic.yaml":  # docs/results.md's seeds experiment: 3 seeds on purpose
+            continue
+        sweep = load_space(p).sweep
+        assert sweep.get("seeds", 1) == 1 and sweep.get("protocol", "joint") == "joint", p.name
