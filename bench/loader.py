@@ -1,6 +1,14 @@
 """Loader benchmark: storage format, image codec, and loader frames/s against the model's consumption.
 
     python bench/loader.py [--size 256] [--frames 480] [--out runs/bench]
+    python bench/loader.py --sections augment_on [--repeats 5] [--augment-workers 0 2]
+
+`augment_on` (issue 16): train-loader frames/s with `data.augment_on: worker` (float32 inputs from the workers)
+and `device` (uint8 crops + decisions; flip, normalise and cut-switch per batch in the training process), each
+batch passed through `farm.engine.to_device_inputs` as training does (on `--device`, the CPU by default), the
+loaders built by `farm.engine.build_loaders` for the paper's settings (224 crop, flip, cut-switch 50, batch 50).
+The runs are interleaved (each repeat runs every codec x workers x path once, in rotating order) and the
+median over repeats is reported, with min and max.
 
 All figures come from one run on one machine, so they can be compared with each other (ratios),
 not with other machines. Results: docs/benchmarks.md.
@@ -10,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -18,13 +27,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler, default_collate
 
-from farm.config import load_config
+from farm.config import load_config, unflatten
 from farm.data.augment import scaled_block
 from farm.data.dataset import FrameDataset
+from farm.data.folds import Split
 from farm.data.store import IMAGES_DIR, DatasetMeta, DatasetWriter, FrameStore, encode_image
 from farm.data.synth import SynthSpec, generate
+from farm.engine import build_loaders, resolve_device, to_device_inputs
 from farm.models import build_model
 
 
@@ -114,6 +125,65 @@ def loader_rate(store: FrameStore, crop: int, workers: int, batches: int, batch:
     return n / (time.perf_counter() - t0)
 
 
+def augment_on_rate(store: FrameStore, augment_on: str, workers: int, batches: int, device: torch.device) -> float:
+    """Train-loader frames/s at steady state, every batch made into the model's inputs on `device` as training
+    does (`to_device_inputs`: with `device`, the flip, normalisation and cut-switch run there)."""
+    cfg = load_config("paper", {"data.path": str(store.root), "augment.crop_size": 224, "data.num_workers": workers,
+                                "data.augment_on": augment_on})  # fmt: skip
+    modalities = store.meta.modality_names
+    subjects = tuple(sorted(set(store.subjects)))
+    split = Split(fold="bench", train=subjects, val=subjects, test=subjects)
+    n = len(build_loaders(cfg, store, split, modalities)["train"].dataset)
+    sampler = RandomSampler(range(n), replacement=True, num_samples=(batches + 1) * cfg.train.batch_size,
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+    it = iter(build_loaders(cfg, store, split, modalities, train_sampler=sampler)["train"])
+    next(it)  # workers started, first batch made
+    frames = 0
+    t0 = time.perf_counter()
+    for x, y, *aug in it:
+        inputs = to_device_inputs(x, device, *aug)
+        frames += len(y)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    del inputs
+    return frames / (time.perf_counter() - t0)
+
+
+def augment_on_cpu_ms(store: FrameStore, repeats: int) -> dict[str, float]:
+    """CPU time of this process per batch of 50, one batch made in-process without a DataLoader (no IPC, no
+    pinning): the train FrameDataset's items + collation, and for `device` the batch augmentation (on the CPU).
+    Medians of interleaved repeats; process time, so other processes on the machine matter less."""
+    cfg = load_config("paper", {"data.path": str(store.root), "augment.crop_size": 224, "data.num_workers": 0})
+    subjects = tuple(sorted(set(store.subjects)))
+    split = Split(fold="bench", train=subjects, val=subjects, test=subjects)
+    sets = {p: build_loaders(unflatten({"data.augment_on": p}, cfg), store, split, store.meta.modality_names)["train"]
+            .dataset for p in ("worker", "device")}  # fmt: skip
+    order = np.random.default_rng(0).permutation(len(sets["worker"]))[: cfg.train.batch_size]
+    times: dict[str, list[float]] = {"worker": [], "device_items": [], "device_batch": []}
+    for _ in range(repeats):
+        t0 = time.process_time()
+        default_collate([sets["worker"][int(i)] for i in order])
+        t1 = time.process_time()
+        x, _, aug = default_collate([sets["device"][int(i)] for i in order])
+        t2 = time.process_time()
+        to_device_inputs(x, torch.device("cpu"), aug)
+        t3 = time.process_time()
+        for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+            times[k].append(1000 * dt)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def augment_on_rates(stores: dict[str, FrameStore], workers: list[int], batches: int, repeats: int,
+                     device: torch.device) -> dict[tuple[str, int, str], list[float]]:  # fmt: skip
+    """{(codec, workers, path): [frames/s per repeat]}, interleaved, the order rotating between repeats."""
+    runs = [(codec, w, path) for codec in stores for w in workers for path in ("worker", "device")]
+    rates: dict[tuple[str, int, str], list[float]] = {r: [] for r in runs}
+    for rep in range(repeats):
+        for codec, w, path in runs[rep % len(runs) :] + runs[: rep % len(runs)]:
+            rates[(codec, w, path)].append(augment_on_rate(stores[codec], path, w, batches, device))
+    return rates
+
+
 def model_rate(store: FrameStore, crop: int, fusion: str, k: int, batch: int, steps: int) -> float:
     cfg = load_config(None, {"model.fusion": fusion, "amf.num_samples": k})
     chans = {m.name: m.channels for m in store.meta.modalities}
@@ -142,6 +212,12 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=60, help="frames per sequence (4 subjects x 2 tasks)")
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--model-steps", type=int, default=3)
+    ap.add_argument("--sections", nargs="+", default=["formats"], choices=["formats", "augment_on"],
+                    help="formats: storage, codecs, loader vs model (issue 3); augment_on: worker vs device path")  # fmt: skip
+    ap.add_argument("--repeats", type=int, default=5, help="augment_on: interleaved repeats (median reported)")
+    ap.add_argument("--augment-workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--augment-batches", type=int, default=24, help="augment_on: timed batches of 50 per run")
+    ap.add_argument("--device", default="cpu", help="augment_on: where the inputs are made (cpu, cuda, auto)")
     args = ap.parse_args()
     out = Path(args.out)
     cores = len(os.sched_getaffinity(0))
@@ -152,6 +228,27 @@ def main() -> int:
     stores = {"raw": base, **{c: recode(base, out / f"synth{args.size}_{c}", c) for c in ("png", "jpeg")}}
     print(f"# {raw.num_frames} frames of visual (3 ch) + depth (1 ch) at {args.size}x{args.size}", flush=True)
     crop = round(args.size * 224 / 256)
+    if "augment_on" in args.sections:
+        device = resolve_device(args.device)
+        print(f"loader, data.augment_on worker vs device (paper settings: crop 224, flip, cut-switch 50, batch 50; "
+              f"inputs made on {device}; {args.augment_batches} batches a run; median [min-max] of {args.repeats} "
+              f"interleaved repeats, frames/s):", flush=True)  # fmt: skip
+        ms = augment_on_cpu_ms(stores["raw"], 2 * args.repeats + 1)
+        print(f"  CPU ms per batch of 50, raw, one process, {torch.get_num_threads()} threads: worker path (items + "
+              f"collate) {ms['worker']:.1f}; device path: items + collate {ms['device_items']:.1f}, batch augmentation "
+              f"{ms['device_batch']:.1f}", flush=True)  # fmt: skip
+        rates = augment_on_rates(
+            {c: stores[c] for c in ("raw", "jpeg")}, args.augment_workers, args.augment_batches, args.repeats, device
+        )
+        for codec in ("raw", "jpeg"):
+            for w in args.augment_workers:
+                med = {p: statistics.median(rates[(codec, w, p)]) for p in ("worker", "device")}
+                cells = "  ".join(f"{p} {med[p]:6.0f} [{min(rates[(codec, w, p)]):.0f}-{max(rates[(codec, w, p)]):.0f}]"
+                                  for p in ("worker", "device"))  # fmt: skip
+                print(f"  {codec:5s} num_workers={w}: {cells}  device/worker {med['device'] / med['worker']:.2f}",
+                      flush=True)  # fmt: skip
+    if "formats" not in args.sections:
+        return 0
 
     fmt = storage_formats(stores["jpeg"], out, min(400, raw.num_frames))
     print("storage (random access to one modality's bytes, one process, frames/s):")

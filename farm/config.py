@@ -61,12 +61,19 @@ class DataConfig:
     """Seed of the validation carve-out."""
     num_workers: int = 0
     """DataLoader worker processes decoding frames (0 = decode in the training process)."""
+    augment_on: str = "worker"
+    """Where the training augmentation and normalisation run: 'worker' (the loader workers return float32 inputs)
+    or 'device' (they return uint8 crops and the random decisions, the training process flips, normalises and
+    cut-switches each batch on the training device: 4x fewer bytes to pin and copy). Bit for bit the same
+    inputs for a seed (docs/design.md)."""
 
     def __post_init__(self) -> None:
         _check_finite(self, "data")
         _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         _check(len(self.aus) > 0, "data.aus", "must name at least one AU")
         _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        _check(self.augment_on in ("worker", "device"), "data.augment_on",
+               f"must be 'worker' or 'device', got {self.augment_on!r}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,12 @@ class TrainConfig:
     divergence_factor: float = 100.0
     """End the fold with TrainingDiverged when an epoch's mean training loss exceeds this multiple of the
     untrained model's loss (the first batch's), or any loss or weight is not finite (0 = only the latter)."""
+    precision: str = "fp32"
+    """Forward passes and losses in 'fp32' (the paper), 'bf16' autocast, or 'fp16' autocast with a GradScaler
+    (CUDA only). Weights and optimiser state stay float32; AMF's Gumbel selection always runs in float32."""
+    channels_last: bool = False
+    """Model and inputs in the channels-last memory format (faster convolutions on recent GPUs; same values
+    within float rounding)."""
 
     def __post_init__(self) -> None:
         _check_finite(self, "train")
@@ -217,6 +230,10 @@ class TrainConfig:
         _check(all(s > 0 for s in self.val_noise_sigmas), "train.val_noise_sigmas", "sigmas must be > 0")
         _check(self.divergence_factor == 0 or self.divergence_factor > 1, "train.divergence_factor",
                f"must be 0 (off) or > 1, got {self.divergence_factor}")  # fmt: skip
+        _check(self.precision in ("fp32", "bf16", "fp16"), "train.precision",
+               f"must be fp32, bf16 or fp16, got {self.precision!r}")  # fmt: skip
+        _check(not (self.precision == "fp16" and self.device == "cpu"), "train.precision",
+               "fp16 autocast needs a CUDA device (train.device is cpu); use bf16 or fp32 on the CPU")  # fmt: skip
 
 
 @dataclass(frozen=True)

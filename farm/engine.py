@@ -10,6 +10,7 @@ partition. The farm plugs in through two arguments, both no-ops by default:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -35,9 +36,10 @@ from farm.checkpoints import (
     predictions_table,
     save_checkpoint,
 )
-from farm.config import Config, flatten, to_dict
+from farm.config import Config, ConfigError, flatten, to_dict
 from farm.data.augment import scaled_block
 from farm.data.dataset import FrameDataset
+from farm.data.device_augment import augment_batch, in_memory_format, normalize_batch
 from farm.data.folds import Split, make_split, resolve_partitions
 from farm.data.perturb import Condition, conditions, drop_modalities, metric_suffix, perturb
 from farm.data.store import FrameStore
@@ -98,6 +100,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""`train.precision` -> the autocast dtype of forward passes and losses (None: plain float32)."""
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward pass's mixed-precision context for `train.precision` (a no-op for fp32)."""
+    dtype = AUTOCAST_DTYPES[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """fp16 autocast needs a GradScaler and CUDA; on the CPU it is refused (bf16 works there)."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.precision: fp16 needs a CUDA device, this fold runs on {device}; "
+                          "use bf16 or fp32")  # fmt: skip
+
+
 def fold_split(cfg: Config, store: FrameStore) -> tuple[Split, dict[str, str]]:
     """The fold's split and a record of the partitions it came from (source, hash, notes)."""
     parts, notes = resolve_partitions(store.meta, set(store.subjects), cfg.data.fold_file)
@@ -131,7 +150,8 @@ def build_loaders(
     """train / val / test loaders of a fold. `train_sampler` replaces the shuffled pass (benchmarks draw with
     replacement); `pin_memory` defaults to whether CUDA is available."""
     crop = crop_size(cfg, store, modalities)
-    common = dict(store=store, modalities=modalities, aus=cfg.data.aus, crop=crop)
+    uint8 = cfg.data.augment_on == "device"  # uint8 crops (+ the decisions) from the workers; see to_device_inputs
+    common = dict(store=store, modalities=modalities, aus=cfg.data.aus, crop=crop, uint8=uint8)
     sets = {
         "train": FrameDataset(subjects=split.train, train=True, flip=cfg.augment.flip,
                               cut_switch_block=scaled_block(cfg.augment.cut_switch_block, crop),
@@ -158,44 +178,76 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
     return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
 
-def _to_device(x: dict[str, torch.Tensor], y: torch.Tensor, device: torch.device):
+def to_device_inputs(
+    x: dict[str, torch.Tensor], device: torch.device, aug: dict[str, torch.Tensor] | None = None,
+    channels_last: bool = False,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """A loader batch's inputs on the device as the model takes them: normalised (B, C, H, W) float32.
+
+    uint8 crops (`data.augment_on: device`) are normalised here, and with the workers' decisions `aug` flipped and
+    cut-switched (farm/data/device_augment.py); `channels_last` puts them in that memory format.
+    """
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = {m: t.to(device, non_blocking=True) for m, t in x.items()}
+    if aug is not None:
+        x = augment_batch(x, **aug)  # the decisions stay on the CPU: no device sync there
+    elif next(iter(x.values())).dtype == torch.uint8:  # evaluation crops of the device path
+        x = {m: normalize_batch(t, fmt) for m, t in x.items()}
+    return {m: in_memory_format(t, fmt) for m, t in x.items()}  # no copy when already so
+
+
+def _to_device(
+    x: dict[str, torch.Tensor], y: torch.Tensor, device: torch.device, aug: dict[str, torch.Tensor] | None = None,
+    channels_last: bool = False,
+):  # fmt: skip
+    x = to_device_inputs(x, device, aug, channels_last)
     y = y.to(device, non_blocking=True)
     return x, (y == 1).float(), (y >= 0).float()  # inputs, target, mask (0 = unknown label)
 
 
 def train_step(
     model: FusionModel, optimizer: torch.optim.Optimizer, x: dict[str, torch.Tensor], target: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor, precision: str = "fp32", scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
-    """One optimiser step on one batch; returns the loss parts as device tensors (no host sync)."""
-    out = model(x)
-    loss, parts = model.loss(out, target, mask)
+    """One optimiser step on one batch; returns the loss parts as float32 device tensors (no host sync).
+
+    Forward and loss run under `autocast(precision)`; `scaler` (fp16) scales the loss and skips steps whose
+    gradients overflowed."""
+    with autocast(target.device, precision):
+        out = model(x)
+        loss, parts = model.loss(out, target, mask)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return parts
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return {k: v.float() for k, v in parts.items()}  # summed over an epoch: not in bf16 / fp16
 
 
 def train_one_epoch(
     model: FusionModel, loader: DataLoader, optimizer: torch.optim.Optimizer, device: torch.device,
-    epoch: int, max_batches: int = 0, batch_transform: Callable[[dict], dict] | None = None,
+    epoch: int, max_batches: int = 0, batch_transform: Callable[[dict], dict] | None = None, *,
+    precision: str = "fp32", channels_last: bool = False, scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """Mean loss parts over the epoch; `train/loss_first_batch` is the loss of its first batch (one host sync).
 
-    `batch_transform` acts on the normalised inputs on the device (modality dropout)."""
+    A batch is (inputs, labels) or, from `data.augment_on: device`, (uint8 crops, labels, decisions): see
+    `to_device_inputs`. `batch_transform` acts on the normalised inputs on the device (modality dropout)."""
     model.train()
     steps = len(loader) if not max_batches else min(max_batches, len(loader))
     sums: dict[str, torch.Tensor] = {}
     first = float("nan")
-    for step, (x, y) in enumerate(loader):
+    for step, (x, y, *aug) in enumerate(loader):
         if step >= steps:
             break
         model.set_progress(epoch + step / steps)
-        x, target, mask = _to_device(x, y, device)
+        x, target, mask = _to_device(x, y, device, *aug, channels_last=channels_last)
         if batch_transform is not None:
             x = batch_transform(x)
-        parts = train_step(model, optimizer, x, target, mask)
+        parts = train_step(model, optimizer, x, target, mask, precision, scaler)
         if step == 0:
             first = float(parts["loss"])
         for k, v in parts.items():
@@ -226,7 +278,7 @@ def check_divergence(model: torch.nn.Module, metrics: dict[str, float], initial_
 @torch.no_grad()
 def robustness_f1(
     model: FusionModel, loader: DataLoader, device: torch.device, conds: list[Condition], aus: tuple[str, ...],
-    seed: int = 0,
+    seed: int = 0, *, precision: str = "fp32", channels_last: bool = False,
 ) -> dict[str, float]:  # fmt: skip
     """AU-mean F1 under each condition, every batch decoded once for all conditions: {'val/f1_<condition>': F1}.
 
@@ -236,10 +288,11 @@ def robustness_f1(
     gens = [torch.Generator().manual_seed(seed * 100_003 + j) for j in range(len(conds))]
     counts = {c: np.zeros((len(aus), 4), np.int64) for c in conds}
     for x, y in loader:
-        xd = {m: t.to(device, non_blocking=True) for m, t in x.items()}
+        xd = to_device_inputs(x, device, channels_last=channels_last)
         labels = y.numpy()
         for cond, gen in zip(conds, gens):
-            probs = model(perturb(xd, cond, gen))["probs"].float().cpu().numpy()
+            with autocast(device, precision):
+                probs = model(perturb(xd, cond, gen))["probs"].float().cpu().numpy()
             counts[cond] += au_counts(probs, labels)
     return {f"val/f1_{metric_suffix(c)}": summarize(counts[c], aus)["f1_mean"] for c in conds}
 
@@ -251,14 +304,18 @@ def val_conditions(cfg: Config, modalities: tuple[str, ...]) -> list[Condition]:
 
 
 @torch.no_grad()
-def predict(model: FusionModel, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray, float]:
+def predict(
+    model: FusionModel, loader: DataLoader, device: torch.device, *, precision: str = "fp32",
+    channels_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray, float]:  # fmt: skip
     """-> probabilities (N, A), labels (N, A) in {1, 0, -1}, mean loss."""
     model.eval()
     probs, labels, loss_sum, n = [], [], 0.0, 0
     for x, y in loader:
-        xd, target, mask = _to_device(x, y, device)
-        out = model(xd)
-        loss, _ = model.loss(out, target, mask)
+        xd, target, mask = _to_device(x, y, device, channels_last=channels_last)
+        with autocast(device, precision):
+            out = model(xd)
+            loss, _ = model.loss(out, target, mask)
         probs.append(out["probs"].float().cpu().numpy())
         labels.append(y.numpy())
         loss_sum += float(loss) * len(y)
@@ -286,8 +343,13 @@ def fit_fold(
         log(provenance["notes"])
     loaders = build_loaders(cfg, store, split, modalities)
     device = resolve_device(cfg.train.device)
+    check_precision(cfg.train.precision, device)
     model = build_model(cfg, {m: store.meta.modality(m).channels for m in modalities}, len(cfg.data.aus)).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # conv weights; the inputs follow in to_device_inputs
     optimizer = build_optimizer(cfg, model)
+    scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" else None
+    compute = dict(precision=cfg.train.precision, channels_last=cfg.train.channels_last)  # predict & co.
     tracker.log_params(flatten(cfg))
     spec = input_spec(cfg, store, modalities)
 
@@ -312,6 +374,8 @@ def fit_fold(
         first_epoch = state["epoch"] + 1
         initial_loss = float(state.get("initial_loss", float("nan")))
         torch.set_rng_state(state["rng"].cpu())  # loaded onto `device`; the CPU generator wants it back
+        if scaler is not None and "scaler" in state:  # fp16: the loss scale found so far
+            scaler.load_state_dict(state["scaler"])
         if "loader_rng" in state and loaders["train"].generator is not None:  # the shuffling order goes on, too
             loaders["train"].generator.set_state(state["loader_rng"].cpu())
         log(f"resumed fold {split.fold} from {ckpt / LAST_FILE} after epoch {state['epoch']}")
@@ -328,17 +392,14 @@ def fit_fold(
         if epoch - best_epoch > cfg.train.patience and best_epoch >= 0:
             break
         t0 = time.time()
-        metrics = {
-            "epoch": epoch,
-            **train_one_epoch(
-                model, loaders["train"], optimizer, device, epoch, cfg.train.max_train_batches, batch_transform=dropout
-            ),
-        }
+        trained = train_one_epoch(model, loaders["train"], optimizer, device, epoch, cfg.train.max_train_batches,
+                                  batch_transform=dropout, scaler=scaler, **compute)  # fmt: skip
+        metrics = {"epoch": epoch, **trained}
         first_batch = metrics.pop("train/loss_first_batch")
         if epoch == 0:
             initial_loss = first_batch
         check_divergence(model, metrics, initial_loss, cfg.train.divergence_factor, epoch, split.fold)
-        probs, labels, val_loss = predict(model, loaders["val"], device)
+        probs, labels, val_loss = predict(model, loaders["val"], device, **compute)
         val = summarize(au_counts(probs, labels), cfg.data.aus)
         metrics.update(
             {"val/loss": val_loss, "val/f1_mean": val["f1_mean"], **{f"val/f1_{au}": f for au, f in val["f1"].items()}}
@@ -359,6 +420,7 @@ def fit_fold(
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": to_dict(cfg), "epoch": epoch,
                    "history": history, "best_f1": best_f1, "best_epoch": best_epoch, "best_val": best_val,
                    "rng": torch.get_rng_state(), "initial_loss": initial_loss,
+                   **({"scaler": scaler.state_dict()} if scaler is not None else {}),
                    **({"loader_rng": loaders["train"].generator.get_state()} if loaders["train"].generator is not None else {})},
                   ckpt / LAST_FILE)  # fmt: skip
         report(metrics, checkpoint=str(ckpt) if ckpt else None)
@@ -368,7 +430,7 @@ def fit_fold(
     if best_state is None:
         raise RuntimeError(f"fold {split.fold}: no epoch was trained (train.epochs={cfg.train.epochs})")
     model.load_state_dict(best_state)
-    probs, labels, _ = predict(model, loaders["test"], device)
+    probs, labels, _ = predict(model, loaders["test"], device, **compute)
     test = summarize(au_counts(probs, labels), cfg.data.aus)
     if ckpt:  # per-frame test predictions: the subject-level bootstrap of `farm promote` reads them
         ids = store.frame_ids(loaders["test"].dataset.indices)
@@ -379,7 +441,8 @@ def fit_fold(
     conds = val_conditions(cfg, modalities)
     if conds:  # the best epoch on VALIDATION subjects: what a search may see (never the test subjects)
         t0 = time.time()
-        val_robust = robustness_f1(model, loaders["val"], device, conds, tuple(cfg.data.aus), cfg.amf.eval_seed)
+        val_robust = robustness_f1(model, loaders["val"], device, conds, tuple(cfg.data.aus), cfg.amf.eval_seed,
+                                   **compute)  # fmt: skip
         tracker.log_metrics({**val_robust, "time/val_robustness_s": time.time() - t0})
         log(f"validation robustness ({len(conds)} conditions, {time.time() - t0:.1f}s): worst missing "
             f"{min((v for k, v in val_robust.items() if 'missing' in k), default=float('nan')):.3f}")  # fmt: skip

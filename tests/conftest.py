@@ -38,3 +38,14 @@ def tiny_dataset(tmp_path):
     root = tmp_path / "tiny"
     write_tiny_dataset(root)
     return root
+
+
+@pytest.fixture
+def make_tiny_dataset(tmp_path):
+    """`make(name, **write_tiny_dataset kwargs)` writes a tiny dataset under tmp_path and returns its root."""
+
+    def make(name="tiny_custom", **kwargs):
+        write_tiny_dataset(tmp_path / name, **kwargs)
+        return tmp_path / name
+
+    return make

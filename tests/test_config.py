@@ -25,6 +25,15 @@ def test_defaults_are_the_papers():
     assert cfg.data.aus == BP4D_AUS and "AU14" in BP4D_AUS and "AU25" not in BP4D_AUS
 
 
+def test_throughput_knobs_default_to_the_papers_setting():
+    cfg = Config()
+    assert (cfg.data.augment_on, cfg.train.precision, cfg.train.channels_last) == ("worker", "fp32", False)
+    assert load_config("paper") == load_config("paper", {"data.augment_on": "worker", "train.precision": "fp32"})
+    fast = unflatten({"data.augment_on": "device", "train.precision": "bf16", "train.channels_last": "true"})
+    assert (fast.data.augment_on, fast.train.precision, fast.train.channels_last) == ("device", "bf16", True)
+    assert unflatten({"train.precision": "fp16", "train.device": "cuda"}).train.precision == "fp16"
+
+
 def test_frozen():
     with pytest.raises(AttributeError):
         Config().amf.num_samples = 3  # type: ignore[misc]
@@ -50,6 +59,10 @@ def test_flat_round_trip_and_coercion_from_strings():
         ({"amf.eval_mode": "median"}, "amf.eval_mode"),
         ({"augment.flip": "maybe"}, "augment.flip: expected bool"),
         ({"train.lr": "fast"}, "train.lr: expected float"),
+        ({"data.augment_on": "gpu"}, r"^data.augment_on: must be 'worker' or 'device', got 'gpu'$"),
+        ({"train.precision": "fp8"}, r"^train.precision: must be fp32, bf16 or fp16, got 'fp8'$"),
+        ({"train.precision": "fp16", "train.device": "cpu"}, r"^train.precision: fp16 autocast needs a CUDA device"),
+        ({"train.channels_last": "sometimes"}, "train.channels_last: expected bool"),
     ],
 )
 def test_bad_values_name_the_key(flat, match):

@@ -1,5 +1,8 @@
 """Joint augmentation of the aligned modalities of one frame (numpy, runs in loader workers).
 
+With `data.augment_on: device` the workers only draw the decisions (`draw_crop_flip`, `draw_cut_switch`, the same
+generator calls in the same order) and crop; `farm/data/device_augment.py` applies them per batch on the device.
+
 - `random_crop_flip` / `center_crop`: the SAME crop window and flip for every modality.
 - `normalize`: uint8 (H, W, C) -> float32 (C, H, W) in [-1, 1] (the range of the paper's noise study).
 - `cut_switch` (Sec. 3.5): one box at the same place in all modalities; the patches are permuted
@@ -15,13 +18,19 @@ import numpy as np
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+def draw_crop_flip(h: int, w: int, crop: int, flip: bool, rng: np.random.Generator) -> tuple[int, int, bool]:
+    """The random crop's top-left corner and the flip decision, in the order `random_crop_flip` draws them."""
+    top = int(rng.integers(0, h - crop + 1))
+    left = int(rng.integers(0, w - crop + 1))
+    mirror = flip and bool(rng.random() < 0.5)
+    return top, left, mirror
+
+
 def random_crop_flip(
     images: dict[str, np.ndarray], crop: int, flip: bool, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     h, w = next(iter(images.values())).shape[:2]
-    top = int(rng.integers(0, h - crop + 1))
-    left = int(rng.integers(0, w - crop + 1))
-    mirror = flip and bool(rng.random() < 0.5)
+    top, left, mirror = draw_crop_flip(h, w, crop, flip, rng)
     out = {}
     for m, img in images.items():
         patch = img[top : top + crop, left : left + crop]  # (crop, crop, C)
@@ -46,7 +55,10 @@ def convert_channels(patch: np.ndarray, channels: int) -> np.ndarray:
     if c == channels:
         return patch
     if channels == 1:
-        grey = np.tensordot(LUMA, patch, axes=1) if c == 3 else patch.mean(axis=0)
+        # written out, each product and sum rounded to float32 in this order, so that the device path
+        # (farm/data/device_augment.py) can repeat it bit for bit; equal to the former np.tensordot(LUMA, patch)
+        # on all 256^3 normalised RGB values (checked exhaustively with numpy 2.4 / OpenBLAS on x86-64)
+        grey = (LUMA[0] * patch[0] + LUMA[1] * patch[1]) + LUMA[2] * patch[2] if c == 3 else patch.mean(axis=0)
         return grey[None]
     grey = patch if c == 1 else patch.mean(axis=0, keepdims=True)
     return np.repeat(grey, channels, axis=0)
@@ -57,18 +69,27 @@ def scaled_block(block_at_224: int, crop: int) -> int:
     return 0 if block_at_224 == 0 else max(1, round(block_at_224 * crop / 224))
 
 
+def draw_cut_switch(
+    h: int, w: int, block: int, num_modalities: int, rng: np.random.Generator
+) -> tuple[int, int, int, np.ndarray]:
+    """The box (top, left, side) and the permutation of a cut-switch (block >= 1, two modalities or more), in
+    the order `cut_switch` draws them: modality i receives the patch of modality perm[i]."""
+    block = min(block, h, w)
+    top = int(rng.integers(0, h - block + 1))
+    left = int(rng.integers(0, w - block + 1))
+    perm = np.arange(num_modalities)
+    while (perm == np.arange(num_modalities)).all():  # a switch that switches something
+        perm = rng.permutation(num_modalities)
+    return top, left, block, perm
+
+
 def cut_switch(images: dict[str, np.ndarray], block: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """images {modality: (C, H, W) float}; returns new arrays with one box permuted among modalities."""
     names = list(images)
     if block <= 0 or len(names) < 2:
         return images
     _, h, w = images[names[0]].shape
-    block = min(block, h, w)
-    top = int(rng.integers(0, h - block + 1))
-    left = int(rng.integers(0, w - block + 1))
-    perm = np.arange(len(names))
-    while (perm == np.arange(len(names))).all():  # a switch that switches something
-        perm = rng.permutation(len(names))
+    top, left, block, perm = draw_cut_switch(h, w, block, len(names), rng)
     patches = [images[m][:, top : top + block, left : left + block] for m in names]  # each (C, s, s)
     out = {}
     for i, m in enumerate(names):

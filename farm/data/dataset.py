@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from farm.data.augment import center_crop, cut_switch, normalize, random_crop_flip
+from farm.data.augment import center_crop, cut_switch, draw_crop_flip, draw_cut_switch, normalize, random_crop_flip
 from farm.data.store import FrameStore
 
 
@@ -17,6 +17,11 @@ class FrameDataset(Dataset):
 
     Training mode draws the crop, flip and cut-switch from the torch RNG (seeded per DataLoader
     worker by torch), so a seeded run is reproducible with any number of workers.
+
+    `uint8=True` (`data.augment_on: device`): the frame stays uint8 (crop, crop, C), cropped only; a training
+    item also carries the decisions drawn as above, ({modality: crops}, labels, {"flip": (), "box": (3,),
+    "perm": (M,)}) (box = top, left, side; side 0: not switched; "box" and "perm" only with cut-switch on and
+    two modalities or more), for `device_augment.augment_batch` to apply on the device.
     """
 
     def __init__(
@@ -30,6 +35,7 @@ class FrameDataset(Dataset):
         flip: bool = True,
         cut_switch_block: int = 0,
         cut_switch_prob: float = 1.0,
+        uint8: bool = False,
     ) -> None:
         self.store = store
         self.indices = np.flatnonzero(np.isin(store.subjects, list(subjects)))
@@ -37,6 +43,7 @@ class FrameDataset(Dataset):
         self.labels = store.labels(tuple(aus))[self.indices]  # (N, A)
         self.crop, self.train, self.flip = crop, train, flip
         self.cut_switch_block, self.cut_switch_prob = cut_switch_block, cut_switch_prob
+        self.uint8 = uint8
         for m in self.modalities:
             spec = store.meta.modality(m)
             if crop > min(spec.height, spec.width):
@@ -47,9 +54,11 @@ class FrameDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple:
         idx = int(self.indices[i])
         images = {m: self.store.image(idx, m) for m in self.modalities}  # each (H, W, C) uint8
+        if self.uint8:
+            return self._uint8_item(i, images)
         if self.train:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
             images = random_crop_flip(images, self.crop, self.flip, rng)
@@ -59,3 +68,24 @@ class FrameDataset(Dataset):
         else:
             arrays = {m: normalize(img) for m, img in center_crop(images, self.crop).items()}
         return {m: torch.from_numpy(a) for m, a in arrays.items()}, torch.from_numpy(self.labels[i])
+
+    def _uint8_item(self, i: int, images: dict[str, np.ndarray]) -> tuple:
+        """The crops as uint8 and, in training, the decisions `__getitem__` would apply (the same draws)."""
+        labels = torch.from_numpy(self.labels[i])
+        if not self.train:
+            crops = center_crop(images, self.crop)  # each (crop, crop, C) uint8, a view
+            return {m: torch.from_numpy(np.ascontiguousarray(c)) for m, c in crops.items()}, labels
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        h, w = next(iter(images.values())).shape[:2]
+        top, left, mirror = draw_crop_flip(h, w, self.crop, self.flip, rng)
+        window = (slice(top, top + self.crop), slice(left, left + self.crop))
+        crops = {m: torch.from_numpy(np.ascontiguousarray(img[window])) for m, img in images.items()}  # not flipped
+        aug = {"flip": torch.tensor(mirror)}
+        num = len(self.modalities)
+        if self.cut_switch_block and num >= 2:
+            box, perm = torch.zeros(3, dtype=torch.int64), torch.arange(num)
+            if rng.random() < self.cut_switch_prob:
+                top, left, side, order = draw_cut_switch(self.crop, self.crop, self.cut_switch_block, num, rng)
+                box, perm = torch.tensor([top, left, side]), torch.from_numpy(order)
+            aug.update(box=box, perm=perm)
+        return crops, labels, aug

@@ -290,3 +290,41 @@ def test_gumbel_pick_skips_the_softmax_without_gradients():
     assert fused.grad_fn.saved_tensors[0] is None
     fused.sum().backward()
     assert torch.equal(a.grad, hard.sum(1))  # each sample's pick receives its gradient, (B, M, D)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval_mean", "eval_argmax"])
+def test_bf16_autocast_on_the_cpu_runs_with_finite_losses_and_a_float32_selection(mode):
+    """Under bf16 autocast the backbones and linear layers run in bf16; the Gumbel selection (noise, picks,
+    straight-through gradient), the K-sample vote and L* stay float32."""
+    channels = {"visual": 3, "depth": 1}
+    flat = {"model.fusion": "amf", "model.backbone": "resnet10", "amf.num_samples": 7}
+    flat["amf.eval_mode"] = "argmax" if mode == "eval_argmax" else "mean"
+    torch.manual_seed(0)
+    model = build_model(unflatten(flat), channels, num_aus=5)
+    model.train(mode == "train")
+    g = torch.Generator().manual_seed(2)
+    x = {m: torch.randn(4, c, 32, 32, generator=g) for m, c in channels.items()}
+    target, mask = torch.randint(0, 2, (4, 5), generator=g).float(), torch.ones(4, 5)
+
+    def run(bf16: bool):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(11)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+            loss, parts = model.loss(out, target, mask)
+        loss.backward()
+        return out, parts, {n: p.grad for n, p in model.named_parameters()}
+
+    out, parts, grads = run(bf16=True)
+    assert out["features/visual"].dtype == torch.bfloat16, "autocast is on"
+    assert out["fused_logits"].dtype == torch.float32 and out["probs"].dtype == torch.float32
+    assert out["alpha/visual"].dtype == torch.float32 and out["selection"].dtype == torch.float32
+    assert all(bool(torch.isfinite(v).all()) for v in parts.values()), parts
+    assert all(bool(torch.isfinite(gr).all()) for gr in grads.values() if gr is not None)
+    if mode != "eval_argmax":  # argmax: no noise, no gradient to g^k
+        assert grads["scorers.visual.weight"].abs().sum() > 0, "the straight-through gradient reaches g^k"
+    if mode == "train":
+        assert all(gr is not None for gr in grads.values()), "every parameter learns"
+    ref, ref_parts, _ = run(bf16=False)
+    assert ref["fused_logits"].dtype == torch.float32
+    assert float(parts["loss"]) == pytest.approx(float(ref_parts["loss"]), rel=0.05)  # bf16 rounding, same model
