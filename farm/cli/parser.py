@@ -162,6 +162,11 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", default="", help="joint: one search, a trial "
                    "trains every fold; nested: one search per outer fold (default: the space file's sweep.protocol, "
                    "else joint)")  # fmt: skip
+    p.add_argument("--gpus-per-fold", default="", help="GPUs per fold (and seed) worker, e.g. 1/3: a 3-fold trial "
+                   "shares one GPU (default: the space file's sweep.gpus_per_fold, else one GPU per fold when a "
+                   "trial fits, else an equal share)")  # fmt: skip
+    p.add_argument("--cpus-per-fold", type=float, default=0.0, help="CPUs per fold (and seed) worker; its torch "
+                   "threads follow (default: the node's CPUs shared among the workers)")  # fmt: skip
     p.add_argument("--tracking-relay", default="auto", choices=("auto", "on", "off"),
                    help="workers log to MLflow through a Ray actor on this node (auto: when the cluster has other "
                    "nodes and the store is sqlite or a 127.0.0.1 server; docs/cluster.md)")  # fmt: skip

@@ -29,6 +29,9 @@ class SweepOptions:
     """joint | nested; empty = the space file's sweep.protocol (default joint)."""
     cpus_per_fold: float = 0.0
     """0 = share the node's CPUs among the concurrent workers, folds x seeds (GPUs: one per worker when present)."""
+    gpus_per_fold: str = ""
+    """GPUs per worker (fold x seed): "1/3" lets a 3-fold trial share one GPU; empty = the space file's
+    sweep.gpus_per_fold, else one GPU per worker when a trial fits on the cluster's GPUs, else an equal share."""
     max_failures: int = 2
     """Ray Train retries of a trial's fold group (each restarts from the last epoch checkpoint)."""
     tracking_relay: str = "auto"

@@ -171,7 +171,15 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
     opts = resolve_options(opts)
     space = load_space(opts.space)
     opts = replace(opts, seeds=opts.seeds or int(space.sweep.get("seeds", 1)),
-                   protocol=opts.protocol or str(space.sweep.get("protocol", "joint")))  # fmt: skip
+                   protocol=opts.protocol or str(space.sweep.get("protocol", "joint")),
+                   gpus_per_fold=opts.gpus_per_fold or str(space.sweep.get("gpus_per_fold", "")))  # fmt: skip
+    if opts.gpus_per_fold:
+        from farm.sweep.space import gpu_share
+
+        try:
+            gpu_share(opts.gpus_per_fold)
+        except ValueError as e:
+            raise SweepError(f"--gpus-per-fold: {e}") from None
     prepare_data(opts)
     base_flat, folds = check_plan(space, opts)
     trials, max_concurrent = sweep_size(space, opts)

@@ -40,7 +40,8 @@ from farm.config import Config, ConfigError, YamlError, _field_types, coerce, lo
 SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 KINDS = ("float", "int", "choice")
 SWEEP_KEYS = {"trials": int, "max_concurrent": int, "folds": list, "grace_period": int, "reduction_factor": int,
-              "sampler": str, "objective": (str, list), "seeds": int, "protocol": str}  # fmt: skip
+              "sampler": str, "objective": (str, list), "seeds": int, "protocol": str,
+              "gpus_per_fold": (int, float, str)}  # fmt: skip
 DEFAULT_OBJECTIVE = "cv/val_f1_mean"
 SAMPLERS = ("tpe", "grid")
 """tpe: Optuna TPE with ASHA early stopping; grid: every combination of `choice` params once, none
@@ -175,6 +176,11 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     objectives(sweep, where)  # names checked here; against the data's modalities at plan time
     if sweep.get("seeds", 1) < 1:
         raise SpaceError(f"{where}: sweep.seeds must be >= 1, got {sweep['seeds']}")
+    if "gpus_per_fold" in sweep:
+        try:
+            gpu_share(sweep["gpus_per_fold"])
+        except ValueError as e:
+            raise SpaceError(f"{where}: sweep.gpus_per_fold: {e}") from None
     if sweep.get("protocol", "joint") not in PROTOCOLS:
         raise SpaceError(f"{where}: sweep.protocol must be one of {', '.join(PROTOCOLS)}, got {sweep['protocol']!r}")
     params = tuple(_param(where, k, v, types) for k, v in space.items())
@@ -226,6 +232,20 @@ def check_objectives(names: list[str], available: list[str], where: str) -> None
     if unknown:
         raise SpaceError(f"{where}: sweep.objective {unknown[0]!r} is not a metric these trials report; "
                          f"choose from: {', '.join(available)}")  # fmt: skip
+
+
+def gpu_share(value: int | float | str) -> float:
+    """`gpus_per_fold` (a number or a fraction such as "1/3") as GPUs per Ray Train worker: in (0, 1], or a whole
+    number of GPUs. Raises ValueError saying what is expected."""
+    text = str(value).strip()
+    try:
+        num, _, den = text.partition("/")
+        share = float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"expected a number or a fraction such as 1/3, got {value!r}") from None
+    if not (0 < share <= 1 or (share > 1 and share.is_integer())):
+        raise ValueError(f"expected a share of one GPU in (0, 1] or a whole number of GPUs, got {value!r}")
+    return math.floor(share * 100) / 100 if share < 1 else share  # 1/3 -> 0.33: three fit on one GPU
 
 
 def grid_size(space: SearchSpace) -> float:

@@ -158,9 +158,10 @@ def plan_resources(num_workers: int, max_concurrent: int, opts: SweepOptions,
                    total: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
     """Resources of one Ray Train worker (a fold and seed of a trial) from the cluster's (`total`, default Ray's).
 
-    GPUs: one per worker when a trial's workers fit on the cluster's GPUs (more concurrent trials than fit
-    wait), else the fractional share that lets one trial run (folds x seeds workers sharing the GPUs), and
-    the node's CPUs per GPU in use. No GPU: the CPUs divided among the workers of `max_concurrent` trials."""
+    GPUs: `opts.gpus_per_fold` when given (e.g. 1/3: three workers share a GPU; no process group is formed
+    between them, farm/sweep/trial.py make_trainable), else one per worker when a trial's workers fit on the
+    cluster's GPUs (more concurrent trials than fit wait), else the fractional share that lets one trial run
+    (folds x seeds workers sharing the GPUs); and the node's CPUs per GPU in use, shared likewise. No GPU: the CPUs divided among the workers of `max_concurrent` trials."""
     if total is None:
         import ray
 
@@ -168,7 +169,11 @@ def plan_resources(num_workers: int, max_concurrent: int, opts: SweepOptions,
     gpus = int(total.get("GPU", 0))
     cpus = float(total.get("CPU", 1))
     if gpus:
+        from farm.sweep.space import gpu_share
+
         share = 1.0 if num_workers <= gpus else math.floor(100 * gpus / num_workers) / 100
+        if opts.gpus_per_fold:  # asked for: e.g. 1/3, a whole trial of 3 folds on one GPU
+            share = gpu_share(opts.gpus_per_fold)
         per_cpu = opts.cpus_per_fold or max(1.0, math.floor(cpus * share / gpus))
         return {"gpu": True, "per_fold": {"CPU": per_cpu, "GPU": share}, "threads": int(per_cpu)}
     free = cpus - TRIAL_CPU * max_concurrent  # the trial functions mostly wait for their folds

@@ -93,6 +93,28 @@ def test_resources_are_shared_by_folds_times_seeds():
     assert shared["per_fold"] == {"CPU": 2, "GPU": 0.66} and 6 * 0.66 <= 4
 
 
+def test_gpus_per_fold_lets_a_whole_trial_share_one_gpu(tmp_path):
+    from dataclasses import replace
+
+    from farm.sweep.space import SpaceError, gpu_share
+
+    opts = replace(SweepOptions(), gpus_per_fold="1/3")
+    one = plan_resources(3, 1, opts, {"CPU": 16.0, "GPU": 1.0})  # 3 folds on one GPU, 5 CPUs each
+    assert one == {"gpu": True, "per_fold": {"CPU": 5, "GPU": 0.33}, "threads": 5} and 3 * 0.33 <= 1
+    assert plan_resources(3, 1, SweepOptions(), {"CPU": 16.0, "GPU": 1.0})["per_fold"]["GPU"] == 0.33  # the default
+    assert plan_resources(3, 1, SweepOptions(), {"CPU": 16.0, "GPU": 4.0})["per_fold"]["GPU"] == 1.0
+    assert plan_resources(3, 1, replace(opts, gpus_per_fold="0.5"), {"CPU": 16.0, "GPU": 4.0})["per_fold"]["GPU"] == 0.5
+    assert plan_resources(3, 1, opts, {"CPU": 2.0})["gpu"] is False  # no GPU: the knob does nothing
+    assert (gpu_share("1/3"), gpu_share(0.25), gpu_share(2)) == (0.33, 0.25, 2.0)
+    for bad in ("0", "1/0", "x", "1.5", -1):
+        with pytest.raises(ValueError, match="expected"):
+            gpu_share(bad)
+    space = tmp_path / "g.yaml"
+    space.write_text("config: cpu\nspace:\n  train.lr: {choice: [0.001]}\nsweep:\n  gpus_per_fold: 3/2\n")
+    with pytest.raises(SpaceError, match=r"g.yaml: sweep.gpus_per_fold: expected a share of one GPU"):
+        load_space(space)
+
+
 def test_seeds_and_protocol_keys_are_checked(tmp_path):
     def space(body):
         p = tmp_path / "s.yaml"
