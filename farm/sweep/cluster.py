@@ -4,7 +4,11 @@ Without `--address`, `farm sweep` always starts its own Ray (`address="local"`):
 that `RAY_ADDRESS` or a `ray start` on this machine points at. Every listener of that Ray binds to
 127.0.0.1: the node address is 127.0.0.1, from which Ray derives where the GCS, the raylet (node
 and object manager), every worker's and driver's gRPC server, the dashboard and runtime-env agents
-and the metrics exporters listen; the dashboard is off. Ray's own switch for that is its local-only
+and the metrics exporters listen. The dashboard runs, on 127.0.0.1: Ray's State API is served by it,
+and Ray Train's `PlacementGroupCleaner` asks that API whether a trial's Train controller is still
+alive; without it, a trial that Tune stops (ASHA) or that fails keeps its placement group, and
+later trials wait for CPUs that never come back (seen: a nested sweep stalled on its third outer
+fold). Ray's own switch for the loopback addresses is its local-only
 mode (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, the default on macOS and Windows), which makes
 `ray.init` keep 127.0.0.1 as the node address instead of replacing it with the machine's address.
 
@@ -38,8 +42,9 @@ def local_ray_env() -> dict[str, str]:
 
 
 def local_init_args(temp_dir: str | None = None) -> dict[str, Any]:
-    """`ray.init` arguments of the local Ray: a new instance (never an existing cluster) on 127.0.0.1, no dashboard."""
-    args: dict[str, Any] = {"address": "local", "_node_ip_address": LOCAL_IP, "include_dashboard": False,
+    """`ray.init` arguments of the local Ray: a new instance (never an existing cluster) on 127.0.0.1, its dashboard
+    (the State API Ray Train's placement-group cleaner needs) on 127.0.0.1 too."""
+    args: dict[str, Any] = {"address": "local", "_node_ip_address": LOCAL_IP, "include_dashboard": True,
                             "dashboard_host": LOCAL_IP, "log_to_driver": False, "logging_format": LOG_FORMAT}  # fmt: skip
     if temp_dir:
         args["_temp_dir"] = temp_dir  # tests keep Ray's sockets and logs in their own directory

@@ -63,8 +63,9 @@ def get_or_create_run(
 ) -> str:
     """The run named `run_name` in the experiment (reopened if it exists), else a new one."""
     run_id = find_run(client, exp_id, run_name)
+    tags = {k: str(v) for k, v in (tags or {}).items()}  # a REST store wants strings (sqlite converts them itself)
     if run_id is None:
-        all_tags = {**(tags or {}), **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
+        all_tags = {**tags, **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
         run_id = client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
     else:
         client.update_run(run_id, status="RUNNING")

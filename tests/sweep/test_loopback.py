@@ -3,6 +3,7 @@
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from sweep_helpers import descendants, free_port, is_loopback, listeners, marked, sweep_args
@@ -49,6 +50,15 @@ def test_local_sweep_listens_on_loopback_only_and_ignores_ray_address(farm_env):
     assert not exposed, f"listening beyond loopback: {exposed}\nall listeners seen:\n{report}"
     print(f"\n{len(sockets)} listening sockets seen, all on loopback:\n{report}")
 
+    # Ray Train's placement-group cleaner could ask the State API (served by the dashboard, on 127.0.0.1) whether
+    # the trial's controller lives: without it, a trial that Tune stops keeps its placement group and later trials
+    # starve. Its log says so every few seconds when it cannot.
+    logs = list(Path(env["FARM_RAY_TEMP_DIR"]).glob("session_*/logs/worker-*"))
+    cleaners = [f for f in logs if "PlacementGroupCleaner" in f.read_text(errors="replace")]
+    assert cleaners, "no PlacementGroupCleaner log found: the check below would mean nothing"
+    blind = [f.name for f in cleaners if "State API may be temporarily unavailable" in f.read_text(errors="replace")]
+    assert not blind, f"the placement-group cleaner could not reach the State API: {blind}"
+
 
 def isolate_env(monkeypatch) -> None:
     """The variables start_local_ray sets or removes: unset now, restored after the test."""
@@ -72,7 +82,7 @@ def test_local_ray_is_a_new_instance_on_loopback(monkeypatch, capsys):
 
     [(kwargs, env_address)] = calls
     assert kwargs["address"] == "local" and env_address is None  # "local": Ray never reads RAY_ADDRESS
-    assert kwargs["_node_ip_address"] == "127.0.0.1" and kwargs["include_dashboard"] is False
+    assert kwargs["_node_ip_address"] == "127.0.0.1" and kwargs["include_dashboard"] is True  # the State API
     assert kwargs["dashboard_host"] == "127.0.0.1" and kwargs["_temp_dir"] == "/tmp/ray-test"
     assert os.environ[cluster.LOCAL_ONLY_VAR] == "0" and ray_constants.ENABLE_RAY_CLUSTER is False
     assert capsys.readouterr().out.strip() == (
