@@ -129,28 +129,28 @@ def describe_trial(client, run_id: str, trial: str, flat: dict[str, Any], search
 
     import yaml
 
+    from farm.config import to_dict, unflatten
     from farm.tracking.mlflow import provenance_tags
     from farm.tracking.story import NOTE, log_dataset, source_tags, trial_description
 
     note = trial_description(trial, opts.name, str(flat["model.fusion"]), folds, opts.seeds,
                              {k: flat[k] for k in searched})  # fmt: skip
-    current = client.get_run(run_id).data.tags.get(NOTE, "")
-    if not current.endswith(note):  # a resumed best trial keeps its first line
+    run = client.get_run(run_id)
+    if not run.data.tags.get(NOTE, "").endswith(note):  # a resumed best trial keeps its first line
         client.set_tag(run_id, NOTE, note)
     tags = {"searched": ",".join(searched), "folds": ",".join(folds), **source_tags(provenance_tags()["git_sha"])}
     for k, v in tags.items():
         client.set_tag(run_id, k, v)
-    config: dict[str, Any] = {}  # the flat config nested by its dots (not a Config: it would fill data.fold)
-    for key, value in flat.items():
-        if key not in PER_FOLD:
-            section, _, name = key.partition(".")
-            config.setdefault(section, {})[name] = list(value) if isinstance(value, tuple) else value
+    config = to_dict(unflatten(flat))
+    for key in PER_FOLD:  # a fold run's, not the trial's
+        section, _, name = key.partition(".")
+        del config[section][name]
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "config.yaml"
         path.write_text(f"# trial {trial} of sweep {opts.name}: the resolved configuration (data.fold: per fold run)\n"
                         + yaml.safe_dump(config, sort_keys=True))  # fmt: skip
         client.log_artifact(run_id, str(path))
-    if not client.get_run(run_id).inputs.dataset_inputs:
+    if not run.inputs.dataset_inputs:
         log_dataset(client, run_id, str(flat["data.path"]), "cross-validation", {"folds": ",".join(folds)})
 
 

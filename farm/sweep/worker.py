@@ -98,11 +98,14 @@ def failure_reason(result: dict[str, Any]) -> str:
     return msg if "seed" not in result else f"{prefix} seed {result['seed']}{msg[len(prefix) :]}"
 
 
-def trial_units(folds: list[str], seeds: int, base_seed: int) -> list[dict[str, Any]]:
-    """The trial's Ray Train workers in rank order: {fold, seed, name} per (fold, seed), folds outer.
+def unit_name(fold: str, seed: int | None) -> str:
+    """A unit's checkpoint folder and run-name suffix: the fold (one seed: `seed` None) or `<fold>-s<seed>`."""
+    return fold if seed is None else f"{fold}-s{seed}"
 
-    name: the unit's checkpoint folder and run-name suffix: the fold (one seed) or `<fold>-s<seed>`."""
-    return [{"fold": f, "seed": base_seed + s, "name": f if seeds == 1 else f"{f}-s{base_seed + s}"}
+
+def trial_units(folds: list[str], seeds: int, base_seed: int) -> list[dict[str, Any]]:
+    """The trial's Ray Train workers in rank order: {fold, seed, name} per (fold, seed), folds outer (`unit_name`)."""
+    return [{"fold": f, "seed": base_seed + s, "name": unit_name(f, base_seed + s if seeds > 1 else None)}
             for f in folds for s in range(seeds)]  # fmt: skip
 
 
@@ -137,7 +140,7 @@ def fold_worker(config: dict[str, Any]) -> None:
                                    {"fold": fold, "trial": t["trial"], **t["tags"],
                                     **({"seed": unit["seed"]} if seeded else {})})  # fmt: skip
         tracker = FoldTracker(RunTracker(client, run_id), client, run_id)
-        describe_fold(client, run_id, t["trial"], fold, unit["seed"] if seeded else None, config["flat"])
+        describe_fold(client, run_id, t["trial"], fold, unit["seed"] if seeded else None)
 
     def send(metrics: dict[str, Any], final: bool = False) -> None:
         state["round"] = state["round"] + (0 if final else 1)
@@ -187,7 +190,7 @@ def fold_worker(config: dict[str, Any]) -> None:
     shutil.rmtree(local, ignore_errors=True)  # uploaded: the trial's checkpoints live in the sweep's storage
 
 
-def describe_fold(client: Any, run_id: str, trial: str, fold: str, seed: int | None, flat: dict[str, Any]) -> None:
+def describe_fold(client: Any, run_id: str, trial: str, fold: str, seed: int | None) -> None:
     """A fold run's description (one line per metric family), MLflow's source/user tags (once)."""
     from farm.tracking.mlflow import provenance_tags
     from farm.tracking.story import NOTE, fold_description, source_tags
@@ -321,7 +324,7 @@ def log_parent(tracking: dict[str, Any], results: list[dict[str, Any]], aus: lis
         from farm.tracking.mlflow import find_run
 
         for r in results:
-            name = r["fold"] if "seed" not in r else f"{r['fold']}-s{r['seed']}"
+            name = unit_name(r["fold"], r.get("seed"))  # results carry a seed only with several
             run = find_run(client, tracking["experiment_id"], f"{tracking['trial']}-{name}")
             if run:
                 client.set_tag(run, "checkpoint", f"{checkpoint_path.rstrip('/')}/{name}/best.pt")

@@ -87,6 +87,11 @@ def pip_requirements() -> list[str]:
 # reading a trial's pieces
 
 
+def model_folder(fold_run) -> str:
+    """A fold run's folder in the trial's checkpoint, which names its model: P1, or P1-s0 with several seeds."""
+    return fold_run.tags.get("checkpoint_folder") or fold_run.fold
+
+
 def fold_models(record) -> dict[str, tuple[Path, tuple[str, ...]]]:
     """{model name: (best.pt, its test subjects)} from the trial's last Ray Train checkpoint (the parent run's
     `checkpoint` tag). A model per fold, named by the fold (P1), or with `sweep.seeds` > 1 a model per fold and
@@ -97,7 +102,7 @@ def fold_models(record) -> dict[str, tuple[Path, tuple[str, ...]]]:
     runs = prediction_runs(record) or list(record.folds)  # per (fold, seed): the latest finished run
     out = {}
     for f in runs:
-        folder = f.tags.get("checkpoint_folder") or f.fold
+        folder = model_folder(f)
         out[folder] = (Path(root) / folder / "best.pt", tuple(f.tags.get("split.test", "").split()))
     absent = [str(p) for p, _ in out.values() if not p.is_file()]
     if absent:
@@ -334,7 +339,7 @@ def version_description(record, sweep: str, n_models: int, decision, champion: s
                 f"[{decision.ci_low:+.4f}, {decision.ci_high:+.4f}] over {decision.n_subjects} subjects"
                 if math.isfinite(decision.difference) else "")  # fmt: skip
     runs = prediction_runs(record) or list(record.folds)
-    fold_links = ", ".join(run_link(record.experiment_id, f.run_id, f.tags.get("checkpoint_folder") or f.fold)
+    fold_links = ", ".join(run_link(record.experiment_id, f.run_id, model_folder(f))
                            for f in runs)  # fmt: skip
     metrics = ", ".join(f"{k} {record.metrics[k]:.4f}" for k in ("cv/val_f1_mean", "cv/test_f1_mean", "cv/test_f1_std")
                         if k in record.metrics)  # fmt: skip

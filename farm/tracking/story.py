@@ -150,15 +150,16 @@ def dataset_input(name: str, data_hash: str, path: str, context: str, profile: d
 
 def log_dataset(client: Any, run_id: str, data_path: str, context: str, tags: dict[str, str] | None = None) -> None:
     """Log the dataset at `data_path` (its dataset.json) as the run's input; nothing if it cannot be read."""
+    from farm.data.store import DatasetError, read_meta
+
     try:
-        meta = json.loads((Path(data_path) / "dataset.json").read_text())
-    except (OSError, ValueError):
+        meta = read_meta(data_path)
+    except (DatasetError, OSError, ValueError):
         return
-    profile = {"frames": meta.get("num_frames"), "subjects": len(meta.get("subjects", {})),
-               "modalities": [m.get("name") for m in meta.get("modalities", []) if isinstance(m, dict)],
-               "aus": meta.get("aus")}  # fmt: skip
-    client.log_inputs(run_id, datasets=[dataset_input(meta.get("name") or Path(data_path).name,
-                                                      meta.get("data_hash", ""), data_path, context, profile, tags)])  # fmt: skip
+    profile = {"frames": meta.num_frames, "subjects": len(meta.subjects), "modalities": list(meta.modality_names),
+               "aus": list(meta.aus)}  # fmt: skip
+    client.log_inputs(run_id, datasets=[dataset_input(meta.name or Path(data_path).name, meta.data_hash, data_path,
+                                                      context, profile, tags)])  # fmt: skip
 
 
 def source_tags(git_sha: str) -> dict[str, str]:
