@@ -49,3 +49,12 @@ def make_tiny_dataset(tmp_path):
         return tmp_path / name
 
     return make
+
+
+def pytest_report_header(config):
+    """Free disk where the tests write (end-to-end sweeps need a few GB): a full disk shows up in the header."""
+    import shutil
+    import tempfile
+
+    tmp = tempfile.gettempdir()
+    return f"disk: {shutil.disk_usage(tmp).free / 2**30:.1f} GiB free in {tmp}"
