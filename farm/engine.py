@@ -43,6 +43,7 @@ from farm.data.device_augment import augment_batch, in_memory_format, normalize_
 from farm.data.folds import Split, make_split, resolve_partitions
 from farm.data.perturb import Condition, conditions, drop_modalities, metric_suffix, perturb
 from farm.data.store import FrameStore
+from farm.files import atomic_path
 from farm.metrics import all_positive_f1, au_counts, summarize
 from farm.models import FusionModel, build_model, fusion_modalities
 
@@ -240,6 +241,7 @@ def train_one_epoch(
     steps = len(loader) if not max_batches else min(max_batches, len(loader))
     sums: dict[str, torch.Tensor] = {}
     first = float("nan")
+    frames, t0 = 0, time.perf_counter()
     for step, (x, y, *aug) in enumerate(loader):
         if step >= steps:
             break
@@ -248,12 +250,15 @@ def train_one_epoch(
         if batch_transform is not None:
             x = batch_transform(x)
         parts = train_step(model, optimizer, x, target, mask, precision, scaler)
+        frames += len(y)
         if step == 0:
             first = float(parts["loss"])
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v
     metrics = {f"train/{k}": float(v) / steps for k, v in sums.items()}  # one host sync per epoch
     metrics["train/loss_first_batch"] = first
+    # loader + device copy + step, end to end (the sync above waited for the device's last step)
+    metrics["time/train_frames_per_s"] = frames / max(time.perf_counter() - t0, 1e-9)
     if hasattr(model, "tau"):
         metrics["train/tau"] = float(model.tau)
     return metrics
@@ -435,7 +440,8 @@ def fit_fold(
     if ckpt:  # per-frame test predictions: the subject-level bootstrap of `farm promote` reads them
         ids = store.frame_ids(loaders["test"].dataset.indices)
         table = predictions_table(ids["subject"], ids["task"], ids["frame"], probs, labels, cfg.data.aus, split.fold)
-        pq.write_table(table, ckpt / PREDICTIONS_FILE)
+        with atomic_path(ckpt / PREDICTIONS_FILE) as tmp:  # a new file: a round's hard link keeps its version
+            pq.write_table(table, tmp)
     tracker.log_metrics({"test/f1_mean": test["f1_mean"], **{f"test/f1_{au}": f for au, f in test["f1"].items()}})
     val_robust: dict[str, float] = {}
     conds = val_conditions(cfg, modalities)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,3 +67,22 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def link_tree(src: str | Path, dest: str | Path) -> int:
+    """Every file under `src` at the same place under `dest`, as a hard link (a copy where the two folders are on
+    different filesystems); a file already at the target is replaced. Returns the number of files.
+
+    A link shares the file, not a snapshot of it: safe for files that are only ever replaced by a rename (what
+    this module writes), so the linked version stays whole when `src` gets its next one."""
+    src, dest = Path(src), Path(dest)
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    for f in files:
+        target = dest / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(f, target)
+        except OSError:  # another filesystem (a network mount) or no links there
+            shutil.copy2(f, target)
+    return len(files)

@@ -29,3 +29,11 @@ def test_core_imports_without_ray_optuna_mlflow():
     out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "core ok" in out.stdout
+
+
+def test_the_trial_side_of_a_sweep_imports_without_torch():
+    """Tune's trial actor and Train's controller import farm.sweep.trial/worker (the trainable, FoldMeanCallback):
+    importing torch there costs seconds of CPU per trial on the path to its first epoch (issue 16)."""
+    code = "import sys, farm.sweep.trial, farm.sweep.worker; bad = [m for m in ('torch', 'torchvision') if m in sys.modules]; assert not bad, bad"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -19,17 +19,16 @@ import json
 import math
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import ray.train
-import torch
 from ray.train.v2.api.callback import UserCallback
 
-from farm.checkpoints import PREDICTIONS_DIR, PREDICTIONS_FILE
 from farm.config import unflatten
-from farm.engine import TrainingDiverged, fit_fold
 from farm.evaluate.cv import aggregate_folds, fold_groups, seed_mean
+from farm.files import link_tree, write_text
 
 RESULT_FILE = "result.json"
 ROUND_FILE = "round.json"
@@ -112,6 +111,10 @@ def trial_units(folds: list[str], seeds: int, base_seed: int) -> list[dict[str, 
 def fold_worker(config: dict[str, Any]) -> None:
     """Ray Train worker function. config: flat (the trial's flat config), units (`trial_units`), seeds,
     threads, tracking (or None)."""
+    import torch  # here, not at the top: Tune's trial actor and Train's controller import this module too
+
+    from farm.engine import TrainingDiverged, fit_fold
+
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     unit = config["units"][rank]
@@ -142,13 +145,22 @@ def fold_worker(config: dict[str, Any]) -> None:
         tracker = FoldTracker(RunTracker(client, run_id), client, run_id)
         describe_fold(client, run_id, t["trial"], fold, unit["seed"] if seeded else None)
 
+    uploaded = {"s": 0.0}  # seconds this unit spent putting its round checkpoints into storage
+
+    def upload(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
+        t0 = time.time()
+        try:
+            return persist_round(checkpoint, dir_name)
+        finally:
+            uploaded["s"] += time.time() - t0
+
     def send(metrics: dict[str, Any], final: bool = False) -> None:
         state["round"] = state["round"] + (0 if final else 1)
-        (fold_dir / ROUND_FILE).write_text(json.dumps(state))
+        write_text(fold_dir / ROUND_FILE, json.dumps(state))
         round_dir = f"round_{state['round']:04d}{'_final' if final else ''}"
         ray.train.report({**metrics, "fold": fold, "seed": unit["seed"], "round": state["round"], "final": int(final)},
                          checkpoint=ray.train.Checkpoint.from_directory(str(local)), checkpoint_dir_name=round_dir,
-                         delete_local_checkpoint_after_upload=False)  # fmt: skip
+                         delete_local_checkpoint_after_upload=False, checkpoint_upload_fn=upload)  # fmt: skip
 
     def report(metrics: dict[str, float], checkpoint: str | None = None) -> None:
         state["best_val_f1"] = max(state["best_val_f1"], metrics["val/f1_mean"])
@@ -171,7 +183,7 @@ def fold_worker(config: dict[str, Any]) -> None:
             result = {"diverged": diverged, "fold": fold}
         if seeded:  # which seed: the parent's seed spread and a diverged seed's reason name it
             result["seed"] = unit["seed"]
-        result_path.write_text(json.dumps(result))
+        write_text(result_path, json.dumps(result))
         (fold_dir / "last.pt").unlink(missing_ok=True)  # finished: keep best.pt only
     if tracker is not None and "test" in result:
         # now, not after the frozen rounds: a restart during them restores this fold as finished, and logs
@@ -182,12 +194,28 @@ def fold_worker(config: dict[str, Any]) -> None:
         send({"epoch": state["round"], "val_f1": frozen, "best_val_f1": frozen, "train_loss": float("nan"),
               "stopped": 1, "diverged": int(bool(result.get("diverged")))})  # fmt: skip
     if tracker is not None and "test" in result:
+        tracker.log_metrics({"time/checkpoint_s": uploaded["s"]})  # this attempt's round checkpoints, to the end
         tracker.finish()
     elif tracker is not None:
         tracker.set_tags({"failure": failure_reason(result)})
         tracker.finish("FAILED")
     send({"result": json.dumps(result), "diverged": int(bool(result.get("diverged")))}, final=True)
     shutil.rmtree(local, ignore_errors=True)  # uploaded: the trial's checkpoints live in the sweep's storage
+
+
+def persist_round(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
+    """A round's checkpoint into the trial's storage (Ray Train's `checkpoint_upload_fn`): hard links where the
+    storage is a local path, so a round costs no copy of last.pt and best.pt (every file of a unit folder is
+    replaced by a rename, never rewritten in place, so a link keeps the round's version), a copy where linking
+    fails (a network mount), Ray's own upload for remote storage (s3://, gs://)."""
+    import pyarrow.fs
+
+    storage = ray.train.get_context().get_storage()
+    if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        return storage.persist_current_checkpoint(checkpoint, dir_name)
+    dest = storage.build_checkpoint_path_from_name(dir_name)
+    link_tree(checkpoint.path, dest)
+    return ray.train.Checkpoint(dest, filesystem=storage.storage_filesystem)
 
 
 def describe_fold(client: Any, run_id: str, trial: str, fold: str, seed: int | None) -> None:
@@ -204,6 +232,7 @@ def describe_fold(client: Any, run_id: str, trial: str, fold: str, seed: int | N
 def log_fold_result(tracker: FoldTracker, result: dict[str, Any], fold_dir: Path, name: str) -> None:
     """A finished unit's per-AU test confusion counts (one table), wall time, split and lineage tags, its dataset
     input (the split's subjects as input tags) and test predictions."""
+    from farm.checkpoints import PREDICTIONS_DIR, PREDICTIONS_FILE
     from farm.tracking.story import log_dataset, log_table
 
     client, run_id = tracker.tracker.client, tracker.tracker.run_id
