@@ -2,6 +2,13 @@
 
     python bench/gpu.py throughput --out runs/bench/gpu_throughput.json
     python bench/gpu.py robustness --out runs/bench/gpu_robustness
+    python bench/gpu.py fold --out runs/bench/gpu_fold.json [--precision bf16 --channels-last --augment-on device]
+    python bench/gpu.py trial --gpus-per-fold 1/3 --out runs/bench/gpu_trial.json
+
+`fold` / `trial`: end to end on a 256-px synthetic visual + depth set stored as JPEG q95 (BP4D's codec): one
+paper-preset fold on the whole GPU (the engine's loaders and model, frames/s and GPU utilisation), and a whole
+3-fold trial through `farm sweep` with the folds sharing the GPU (their frames/s summed). The issue-16 target:
+trial / fold frames/s >= 3 on one GPU.
 
 `throughput`: training frames/s of the paper's configuration (AMF K = 100 and late fusion,
 ResNet-18 per modality, visual + depth, 224 x 224 crops, batch 50, Adam) on random input tensors
@@ -343,6 +350,161 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# fold / trial: end to end (loader + model), one fold on the whole device vs a whole trial sharing it
+
+
+class Utilisation:
+    """GPU utilisation (%) sampled from nvidia-smi every `every` s in a thread, between start() and stop()."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        import threading
+
+        self.every, self.samples, self._stop = every, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import subprocess
+
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                      "-i", "0"], capture_output=True, text=True, timeout=5).stdout  # fmt: skip
+                self.samples.append(float(out.split()[0]))
+            except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+                pass
+            self._stop.wait(self.every)
+
+    def start(self) -> Utilisation:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        n = len(self.samples)
+        return {"gpu_util_mean": sum(self.samples) / n if n else None, "gpu_util_samples": n}
+
+
+def jpeg_set(work: Path, subjects: int, frames: int, size: int) -> FrameStore:
+    """A synthetic visual + depth set at `size` px stored as JPEG q95 (BP4D's codec), in `work` (reused)."""
+    from bench.loader import recode
+
+    raw = work / f"synth{size}"
+    if not (raw / "dataset.json").exists():
+        generate(SynthSpec(subjects=subjects, tasks=2, frames=frames, size=size, modalities=("visual", "depth")), raw,
+                 progress=False)  # fmt: skip
+    return recode(FrameStore(raw), work / f"synth{size}_jpeg", "jpeg")
+
+
+def fold_overrides(args: argparse.Namespace, data: Path) -> dict:
+    return {"data.path": str(data), "model.fusion": args.fusion, "train.precision": args.precision,
+            "train.channels_last": args.channels_last, "data.augment_on": args.augment_on,
+            "data.num_workers": args.num_workers, "train.val_robustness": []}  # fmt: skip
+
+
+def cmd_fold(args: argparse.Namespace) -> int:
+    """One fold of the paper preset, end to end: the engine's loaders (JPEG decode, crop, flip, cut-switch) and
+    model, `--warmup` batches, then `--batches` timed batches (drawn with replacement: no epoch end inside)."""
+    from farm.engine import fold_split, resolve_device, train_one_epoch
+
+    device = resolve_device("auto")
+    if device.type != "cuda" and not args.allow_cpu:
+        print("fold needs a CUDA GPU (--allow-cpu: a smoke run on the CPU)", file=sys.stderr)
+        return 2
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    work = Path(args.work or tempfile.mkdtemp(prefix="gpu_fold_"))
+    store = jpeg_set(work, args.subjects, args.frames, args.size)
+    cfg = load_config("paper", fold_overrides(args, store.root))
+    modalities = fusion_modalities(cfg.model.fusion, cfg.data.modalities, store.meta.modality_names)
+    split, _ = fold_split(cfg, store)
+    base = build_loaders(cfg, store, split, modalities)["train"].dataset
+    draws = (args.warmup + args.batches + 2) * cfg.train.batch_size
+    sampler = RandomSampler(base, replacement=True, num_samples=draws, generator=torch.Generator().manual_seed(0))
+    loader = build_loaders(cfg, store, split, modalities, train_sampler=sampler)["train"]
+    model = build_model(cfg, {m: store.meta.modality(m).channels for m in modalities}, len(cfg.data.aus)).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = build_optimizer(cfg, model)
+    scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" else None
+    compute = dict(precision=cfg.train.precision, channels_last=cfg.train.channels_last, scaler=scaler)
+    train_one_epoch(model, loader, opt, device, 0, args.warmup, **compute)  # workers up, kernels chosen
+    util = Utilisation().start() if device.type == "cuda" else None
+    m = train_one_epoch(model, loader, opt, device, 0, args.batches, **compute)
+    result = {"machine": machine(), "config": fold_overrides(args, store.root), "frames": args.batches * cfg.train.batch_size,
+              "frames_per_s": m["time/train_frames_per_s"], "train_loss": m["train/loss"], "frame_px": args.size,
+              **(util.stop() if util else {"gpu_util_mean": None})}  # fmt: skip
+    print(f"fold ({args.fusion}, {args.precision}, channels_last={args.channels_last}, augment_on={args.augment_on}, "
+          f"{args.num_workers} loader workers): {result['frames_per_s']:.0f} frames/s end to end, GPU utilisation "
+          f"{result['gpu_util_mean'] if result['gpu_util_mean'] is not None else 'n/a'}%", flush=True)  # fmt: skip
+    write_result(args.out, result)
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    """A whole 3-fold trial through `farm sweep` with `--gpus-per-fold` (e.g. 1/3: the three folds share one GPU):
+    the folds' end-to-end train frames/s (their MLflow runs' time/train_frames_per_s) summed = the GPU's."""
+    import subprocess
+
+    if not torch.cuda.is_available() and not args.allow_cpu:
+        print("trial needs a CUDA GPU (--allow-cpu: a smoke run on the CPU)", file=sys.stderr)
+        return 2
+    work = Path(args.work or tempfile.mkdtemp(prefix="gpu_trial_"))
+    store = jpeg_set(work, args.subjects, args.frames, args.size)
+    fixed = {**fold_overrides(args, store.root), "train.epochs": 1, "train.max_train_batches": args.batches}
+    fixed.pop("data.path")
+    lines = ["description: bench/gpu.py trial, one fixed configuration", "config: paper", "fixed:"]
+    lines += [f"  {k}: {json.dumps(v)}" for k, v in fixed.items()]
+    lines += ["space:", "  train.seed: {choice: [0]}", "sweep:", "  sampler: grid", "  max_concurrent: 1",
+              "  folds: [P1, P2, P3]", f"  gpus_per_fold: {json.dumps(args.gpus_per_fold)}"]  # fmt: skip
+    (work / "trial.yaml").write_text("\n".join(lines) + "\n")
+    db = work / "mlflow.db"
+    cmd = [sys.executable, "-m", "farm.cli", "sweep", "--space", str(work / "trial.yaml"), "--data", str(store.root),
+           "--storage", str(work / "sweeps"), "--tracking-uri", f"sqlite:///{db}", "--name", "gpu-trial"]  # fmt: skip
+    util = Utilisation().start() if torch.cuda.is_available() else None
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wall = time.perf_counter() - t0
+    used = util.stop() if util else {"gpu_util_mean": None}
+    if proc.returncode:
+        print(proc.stdout[-3000:] + proc.stderr[-3000:], file=sys.stderr)
+        return 1
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("gpu-trial")
+    folds = [
+        r
+        for r in client.search_runs([exp.experiment_id])
+        if "fold" in r.data.tags and r.data.tags.get("mlflow.parentRunId")
+    ]
+    rates = {r.data.tags["fold"]: r.data.metrics.get("time/train_frames_per_s", float("nan")) for r in folds}
+    result = {"machine": machine(), "config": fixed, "gpus_per_fold": args.gpus_per_fold, "fold_frames_per_s": rates,
+              "trial_frames_per_s": sum(rates.values()), "wall_s": wall, **used}  # fmt: skip
+    print(f"trial (3 folds, gpus_per_fold={args.gpus_per_fold}): {result['trial_frames_per_s']:.0f} frames/s on the "
+          f"GPU ({', '.join(f'{k} {v:.0f}' for k, v in sorted(rates.items()))}), wall {wall:.0f} s, GPU utilisation "
+          f"{used['gpu_util_mean'] if used['gpu_util_mean'] is not None else 'n/a'}% (averaged over the whole sweep)")  # fmt: skip
+    fold_file = Path(args.fold_result)
+    if fold_file.is_file():  # today's layout: one fold on a whole GPU (bench/gpu.py fold)
+        one = json.loads(fold_file.read_text())["frames_per_s"]
+        result["one_fold_per_gpu_frames_per_s"] = one
+        result["trial_over_fold"] = result["trial_frames_per_s"] / one
+        print(f"trial / one fold per GPU: {result['trial_over_fold']:.2f}x ({fold_file}: {one:.0f} frames/s)")
+    write_result(args.out, result)
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def write_result(out: str, result: dict) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2))
+        print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -378,6 +540,32 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--work", default="", help="data + checkpoints directory (default: a temp dir, removed)")
     r.add_argument("--allow-cpu", action="store_true")
     r.set_defaults(fn=cmd_robustness)
+
+    for name, fn, helptext in (
+        ("fold", cmd_fold, "one paper-preset fold end to end (JPEG loader + model): frames/s"),
+        ("trial", cmd_trial, "a 3-fold trial through farm sweep sharing the GPU: frames/s"),
+    ):
+        f = sub.add_parser(name, help=helptext)
+        f.add_argument("--out", default=f"runs/bench/gpu_{name}.json", help="JSON result file")
+        f.add_argument("--fusion", default="amf")
+        f.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+        f.add_argument("--channels-last", action="store_true")
+        f.add_argument("--augment-on", default="worker", choices=["worker", "device"])
+        f.add_argument("--num-workers", type=int, default=8, help="loader workers (per fold)")
+        f.add_argument("--batches", type=int, default=100, help="timed batches of 50")
+        f.add_argument("--subjects", type=int, default=12, help="synthetic subjects (P1-P3 need >= 3)")
+        f.add_argument("--frames", type=int, default=40, help="frames per (subject, task); 2 tasks")
+        f.add_argument("--size", type=int, default=256, help="stored frame side in px (224 crops: >= 224)")
+        f.add_argument("--work", default="", help="data (reused) + outputs folder (default: a temp dir, removed)")
+        f.add_argument("--allow-cpu", action="store_true", help="smoke run without a GPU")
+        f.set_defaults(fn=fn)
+        if name == "fold":
+            f.add_argument("--warmup", type=int, default=10, help="untimed batches first")
+            f.add_argument("--cudnn-benchmark", action="store_true")
+        else:
+            f.add_argument("--gpus-per-fold", default="1/3", help="GPU share of each fold (1/3: a trial on one GPU)")
+            f.add_argument("--fold-result", default="runs/bench/gpu_fold.json",
+                           help="a `fold` result to compare with (frames/s of one fold on the whole GPU)")  # fmt: skip
 
     args = ap.parse_args(argv)
     return args.fn(args)

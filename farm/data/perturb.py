@@ -73,10 +73,9 @@ def conditions(modalities: tuple[str, ...] | list[str], sigmas: tuple[float, ...
 
 
 def metric_suffix(cond: Condition) -> str:
-    """The condition in a metric name: 'missing_depth', 'missing_depth-thermal', 'noise_visual_0.5', 'noise_all_0.5'.
-
-    `all` stands for every modality at once (a condition over all of them); '+' is not allowed in MLflow keys.
-    """
+    """The condition in a metric name: 'missing_depth', 'missing_depth-thermal', 'noise_visual_0.5', and noise on
+    every modality at once named by all of them, 'noise_visual-depth-thermal_0.5' ('+' is not allowed in MLflow
+    keys)."""
     if cond.kind == "clean":
         return "clean"
     target = "-".join(cond.modalities)

@@ -61,7 +61,7 @@ def aggregate_folds(folds: list[dict[str, Any]], aus: list[str] | tuple[str, ...
     - cv/test_f1_mean, cv/test_f1_std: mean and population std over folds of the test F1;
     - cv/test_f1_<AU>: per-AU test F1 averaged over folds;
     - cv/test_f1_pooled: mean over AUs of F1 from the per-AU counts summed over folds (and seeds);
-    - cv/val_f1_<condition> (e.g. cv/val_f1_missing_depth, cv/val_f1_noise_all_0.5): mean over folds of the
+    - cv/val_f1_<condition> (e.g. cv/val_f1_missing_depth, cv/val_f1_noise_visual-depth_0.5): mean over folds of the
       best epoch's validation F1 under that robustness condition, where the folds measured it;
     - cv/val_f1_missing_worst: the lowest of the cv/val_f1_missing_* (the modality whose loss hurts most);
     - with several seeds per fold: cv/num_seeds, fold/<fold>/test_f1_seed_std and fold/<fold>/val_f1_seed_std (the

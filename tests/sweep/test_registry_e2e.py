@@ -7,6 +7,7 @@ registry is that store's; models are loaded back through `mlflow.pyfunc`.
 import csv
 import json
 import subprocess
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -134,6 +135,8 @@ def test_predict_cli_on_a_dataset_and_on_an_image_tree(promoted, smoke_sweep, tm
     out = tmp_path / "preds.csv"
     assert main(["predict", "--model", f"models:/{NAME}@champion", "--data", str(smoke_sweep.root / "data"),
                  "--subjects", "F001", "--out", str(out), "--tracking-uri", uri]) == 0  # fmt: skip
+    said = capsys.readouterr().out  # model from code runs the model's own Python: the command says so first
+    assert f"loading model code from models:/{NAME}@champion (its model_code.py and code/ run as you" in said
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 16 and {r["subject"] for r in rows} == {"F001"}
     assert {r["AU1"] for r in rows} <= {"0", "1"} and 0 <= float(rows[0]["p_AU12"]) <= 1
@@ -141,10 +144,14 @@ def test_predict_cli_on_a_dataset_and_on_an_image_tree(promoted, smoke_sweep, tm
     for i in range(3):
         (tmp_path / "tree" / "visual" / "s1").mkdir(parents=True, exist_ok=True)
         Image.fromarray(store.image(i, "visual")).save(tmp_path / "tree" / "visual" / "s1" / f"{i:04d}.png")
+    mlflow.set_tracking_uri(uri)
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion", dst_path=str(tmp_path / "model")))
     capsys.readouterr()
-    assert main(["predict", "--model", f"models:/{NAME}@champion", "--input", str(tmp_path / "tree"),
+    assert main(["predict", "--model", str(local), "--input", str(tmp_path / "tree"),  # a model folder on disk
                  "--out", str(tmp_path / "tree.csv"), "--tracking-uri", uri]) == 0  # fmt: skip
-    assert "missing for every frame: depth, thermal" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"loading model code from {local.resolve()} (its model_code.py and code/ run as you" in said
+    assert "missing for every frame: depth, thermal" in said
     rows = list(csv.DictReader(open(tmp_path / "tree.csv")))
     assert [r["path"] for r in rows] == ["s1/0000", "s1/0001", "s1/0002"] and rows[0]["missing"] == "depth+thermal"
 
