@@ -205,6 +205,16 @@ def lineage_tags(record, sweep: str) -> dict[str, str]:
     return tags
 
 
+def selection_metric(client, sweep: str, metric: str = "") -> str:
+    """The metric `farm promote` picks the best trial by: `metric` when given, else the sweep's first objective
+    (the experiment's `objective` tag that farm sweep writes: a multi-objective sweep is promoted on its first),
+    else cv/val_f1_mean (a sweep from before objectives were recorded)."""
+    if metric:
+        return metric
+    exp = client.get_experiment_by_name(sweep)
+    return ((exp.tags.get("objective") if exp else "") or "cv/val_f1_mean").split(",")[0]
+
+
 def promote(opts: PromoteOptions, log=print) -> dict[str, Any]:
     """Register the sweep's best trial as a new model version; move `champion` only if it beats the current one."""
     client = open_store(opts.tracking_uri)
@@ -215,10 +225,7 @@ def promote(opts: PromoteOptions, log=print) -> dict[str, Any]:
             refuse_nested(client, opts.sweep, "promoting its best trial")
         except SweepLookupError as e:
             raise PromoteError(f"{e} (or --trial T registers that one fold's model)") from None
-    if not opts.metric:  # the sweep's first objective (an experiment tag that farm sweep writes)
-        exp = client.get_experiment_by_name(opts.sweep)
-        first = ((exp.tags.get("objective") if exp else "") or "cv/val_f1_mean").split(",")[0]
-        opts = dataclasses.replace(opts, metric=first)
+    opts = dataclasses.replace(opts, metric=selection_metric(client, opts.sweep, opts.metric))
     if opts.trial:
         chosen = [r for r in records if opts.trial in (r.trial, r.run_id)]
         if not chosen:
