@@ -66,10 +66,11 @@ def test_bad_space_files_fail_at_once_naming_the_key(tmp_path, body, msg):
 
 
 def test_unknown_space_name_lists_the_shipped_ones():
-    with pytest.raises(
-        SpaceError,
-        match="shipped: ablation_cutswitch, ablation_modalities, amf_bp4d, amf_bp4dplus, baselines, protocols_synthetic, robustness_guidance, robustness_remedies, robustness_synthetic, smoke",
-    ):
+    import re
+
+    shipped = sorted(p.stem for p in SPACE_DIR.glob("*.yaml"))  # the repository's search_spaces/, whatever it holds
+    assert {"smoke", "amf_bp4d", "baselines"} <= set(shipped)
+    with pytest.raises(SpaceError, match=re.escape(f"search space nope not found (shipped: {', '.join(shipped)})")):
         load_space("nope")
     assert SPACE_DIR.name == "search_spaces"
 
