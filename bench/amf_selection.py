@@ -29,28 +29,26 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from farm.checkpoints import load_checkpoint  # noqa: E402
-from farm.config import unflatten  # noqa: E402
+from farm.checkpoints import InputSpec, load_checkpoint  # noqa: E402
+from farm.config import from_dict  # noqa: E402
 from farm.data.perturb import Condition, metric_suffix, perturb  # noqa: E402
 from farm.data.store import FrameStore  # noqa: E402
 from farm.engine import build_loaders, fold_split, to_device_inputs  # noqa: E402
+from farm.evaluate.inference import rebuild_model  # noqa: E402
 from farm.metrics import au_counts, summarize  # noqa: E402
-from farm.models import build_model, fusion_modalities  # noqa: E402
+from farm.models import fusion_modalities  # noqa: E402
 
 
 def analyse(path: Path, data: str | None, max_batches: int) -> dict:
-    state = load_checkpoint(path, "cpu", ("model", "config"))
-    flat = {f"{s}.{k}": v for s, sec in state["config"].items() for k, v in sec.items()}
-    if data:
-        flat["data.path"] = data
-    cfg = unflatten({**flat, "data.num_workers": 0})
+    state = load_checkpoint(path, "cpu", ("model", "config", "input"))
+    cfg = from_dict(state["config"], {"data.num_workers": 0, **({"data.path": data} if data else {})})
     if cfg.model.fusion != "amf":
         raise SystemExit(f"{path}: model.fusion is {cfg.model.fusion!r}; this analysis reads AMF's selection")
     store = FrameStore(cfg.data.path)
     mods = fusion_modalities(cfg.model.fusion, cfg.data.modalities, store.meta.modality_names)
     split, _ = fold_split(cfg, store)
     loader = build_loaders(cfg, store, split, mods)["val"]
-    model = build_model(cfg, {m: store.meta.modality(m).channels for m in mods}, len(cfg.data.aus))
+    model = rebuild_model(state["config"], InputSpec.from_dict(state["input"]))  # no weights downloaded
     model.load_state_dict(state["model"])
     model.eval()
     conds = [Condition("clean", (), 0.0)] + [Condition("missing", (m,), 0.0) for m in mods]

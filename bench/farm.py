@@ -56,13 +56,21 @@ def run_bare(data: Path, work: Path, epochs: int, batches: int, env: dict) -> di
     return {"wall_s": wall, "first_epoch_s": max(epoch_s)}
 
 
+def one_cell_space(path: Path, description: str, preset: str, fixed: dict, **sweep) -> Path:
+    """A search-space file whose grid is one configuration (`fixed` on `preset`, seed 0) over folds P1-P3, one
+    trial at a time; `sweep` adds keys to its sweep section (e.g. gpus_per_fold)."""
+    import yaml
+
+    space = {"description": description, "config": preset, "fixed": {k: v for k, v in fixed.items() if k != "train.seed"},
+             "space": {"train.seed": {"choice": [0]}},
+             "sweep": {"sampler": "grid", "max_concurrent": 1, "folds": list(FOLDS), **sweep}}  # fmt: skip
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
 def run_farm(data: Path, work: Path, epochs: int, batches: int, env: dict, i: int) -> dict:
-    space = work / "farm_bench.yaml"
-    lines = ["description: bench/farm.py, one fixed configuration", "config: cpu", "fixed:"]
-    lines += [f"  {k}: {v}" for k, v in fixed(epochs, batches).items() if k != "train.seed"]
-    lines += ["space:", "  train.seed: {choice: [0]}", "sweep:", "  sampler: grid", "  max_concurrent: 1",
-              "  folds: [P1, P2, P3]"]  # fmt: skip
-    space.write_text("\n".join(lines) + "\n")
+    space = one_cell_space(work / "farm_bench.yaml", "bench/farm.py, one fixed configuration", "cpu",
+                           fixed(epochs, batches))  # fmt: skip
     name = f"farm-bench-{i}"
     ray_tmp = tempfile.mkdtemp(prefix="rayb", dir="/tmp")  # short: Ray's socket paths
     start = time.time()

@@ -244,10 +244,7 @@ def cmd_throughput(args: argparse.Namespace) -> int:
         print(f"  {s['codec']:5s} {s['fusion']:5s} {s['precision']:5s} model {s['model_frames_per_s']:7.0f} / "
               f"{s['per_worker']:5.0f} per worker -> {s['workers_needed']:3d} workers; best measured loader "
               f"{s['best_measured_loader']:6.0f} frames/s {'>=' if s['loader_keeps_up_at_max_workers'] else '<'} model")  # fmt: skip
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.out}")
+    write_result(args.out, result)
     if not args.data:
         shutil.rmtree(data, ignore_errors=True)
     return 0
@@ -406,7 +403,7 @@ def fold_overrides(args: argparse.Namespace, data: Path) -> dict:
 def cmd_fold(args: argparse.Namespace) -> int:
     """One fold of the paper preset, end to end: the engine's loaders (JPEG decode, crop, flip, cut-switch) and
     model, `--warmup` batches, then `--batches` timed batches (drawn with replacement: no epoch end inside)."""
-    from farm.engine import fold_split, resolve_device, train_one_epoch
+    from farm.engine import build_training, fold_split, resolve_device, train_one_epoch
 
     device = resolve_device("auto")
     if device.type != "cuda" and not args.allow_cpu:
@@ -422,15 +419,10 @@ def cmd_fold(args: argparse.Namespace) -> int:
     draws = (args.warmup + args.batches + 2) * cfg.train.batch_size
     sampler = RandomSampler(base, replacement=True, num_samples=draws, generator=torch.Generator().manual_seed(0))
     loader = build_loaders(cfg, store, split, modalities, train_sampler=sampler)["train"]
-    model = build_model(cfg, {m: store.meta.modality(m).channels for m in modalities}, len(cfg.data.aus)).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(cfg, model)
-    scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" else None
-    compute = dict(precision=cfg.train.precision, channels_last=cfg.train.channels_last, scaler=scaler)
-    train_one_epoch(model, loader, opt, device, 0, args.warmup, **compute)  # workers up, kernels chosen
+    model, opt, scaler, compute = build_training(cfg, store, modalities, device)  # as fit_fold sets a fold up
+    train_one_epoch(model, loader, opt, device, 0, args.warmup, scaler=scaler, **compute)  # workers up, kernels
     util = Utilisation().start() if device.type == "cuda" else None
-    m = train_one_epoch(model, loader, opt, device, 0, args.batches, **compute)
+    m = train_one_epoch(model, loader, opt, device, 0, args.batches, scaler=scaler, **compute)
     result = {"machine": machine(), "config": fold_overrides(args, store.root), "frames": args.batches * cfg.train.batch_size,
               "frames_per_s": m["time/train_frames_per_s"], "train_loss": m["train/loss"], "frame_px": args.size,
               **(util.stop() if util else {"gpu_util_mean": None})}  # fmt: skip
@@ -448,6 +440,8 @@ def cmd_trial(args: argparse.Namespace) -> int:
     the folds' end-to-end train frames/s (their MLflow runs' time/train_frames_per_s) summed = the GPU's."""
     import subprocess
 
+    from bench.farm import one_cell_space
+
     if not torch.cuda.is_available() and not args.allow_cpu:
         print("trial needs a CUDA GPU (--allow-cpu: a smoke run on the CPU)", file=sys.stderr)
         return 2
@@ -455,11 +449,8 @@ def cmd_trial(args: argparse.Namespace) -> int:
     store = jpeg_set(work, args.subjects, args.frames, args.size)
     fixed = {**fold_overrides(args, store.root), "train.epochs": 1, "train.max_train_batches": args.batches}
     fixed.pop("data.path")
-    lines = ["description: bench/gpu.py trial, one fixed configuration", "config: paper", "fixed:"]
-    lines += [f"  {k}: {json.dumps(v)}" for k, v in fixed.items()]
-    lines += ["space:", "  train.seed: {choice: [0]}", "sweep:", "  sampler: grid", "  max_concurrent: 1",
-              "  folds: [P1, P2, P3]", f"  gpus_per_fold: {json.dumps(args.gpus_per_fold)}"]  # fmt: skip
-    (work / "trial.yaml").write_text("\n".join(lines) + "\n")
+    one_cell_space(work / "trial.yaml", "bench/gpu.py trial, one fixed configuration", "paper", fixed,
+                   gpus_per_fold=args.gpus_per_fold)  # fmt: skip
     db = work / "mlflow.db"
     cmd = [sys.executable, "-m", "farm.cli", "sweep", "--space", str(work / "trial.yaml"), "--data", str(store.root),
            "--storage", str(work / "sweeps"), "--tracking-uri", f"sqlite:///{db}", "--name", "gpu-trial"]  # fmt: skip

@@ -268,6 +268,13 @@ def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
     }
 
 
+def from_dict(nested: dict[str, dict[str, Any]], overrides: dict[str, Any] | None = None) -> Config:
+    """The Config that `to_dict` wrote (a checkpoint's `config`), with flat `overrides` ("data.path": ...) on top."""
+    return unflatten(
+        {**{f"{s}.{k}": v for s, section in nested.items() for k, v in section.items()}, **(overrides or {})}
+    )
+
+
 def valid_keys() -> list[str]:
     return sorted(flatten(Config()))
 

@@ -179,6 +179,20 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
     return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
 
+def build_training(
+    cfg: Config, store: FrameStore, modalities: tuple[str, ...], device: torch.device
+) -> tuple[FusionModel, torch.optim.Optimizer, torch.amp.GradScaler | None, dict[str, Any]]:
+    """What a fold trains with: the model on `device` (channels-last weights if asked), its optimizer, the fp16
+    GradScaler (else None) and the compute settings train/predict take (`precision`, `channels_last`)."""
+    check_precision(cfg.train.precision, device)
+    model = build_model(cfg, {m: store.meta.modality(m).channels for m in modalities}, len(cfg.data.aus)).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # conv weights; the inputs follow in to_device_inputs
+    scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" else None
+    compute = dict(precision=cfg.train.precision, channels_last=cfg.train.channels_last)
+    return model, build_optimizer(cfg, model), scaler, compute
+
+
 def to_device_inputs(
     x: dict[str, torch.Tensor], device: torch.device, aug: dict[str, torch.Tensor] | None = None,
     channels_last: bool = False,
@@ -348,13 +362,7 @@ def fit_fold(
         log(provenance["notes"])
     loaders = build_loaders(cfg, store, split, modalities)
     device = resolve_device(cfg.train.device)
-    check_precision(cfg.train.precision, device)
-    model = build_model(cfg, {m: store.meta.modality(m).channels for m in modalities}, len(cfg.data.aus)).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # conv weights; the inputs follow in to_device_inputs
-    optimizer = build_optimizer(cfg, model)
-    scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" else None
-    compute = dict(precision=cfg.train.precision, channels_last=cfg.train.channels_last)  # predict & co.
+    model, optimizer, scaler, compute = build_training(cfg, store, modalities, device)
     tracker.log_params(flatten(cfg))
     spec = input_spec(cfg, store, modalities)
 

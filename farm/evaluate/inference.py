@@ -16,7 +16,6 @@ model, `farm predict` and `farm robustness` use it, and so can a script.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from farm.checkpoints import InputSpec, load_checkpoint, read_fold_models, save_fold_models
-from farm.config import Config, unflatten
+from farm.config import from_dict
 from farm.models import FusionModel, build_model
 
 
@@ -40,8 +39,7 @@ class ModelInputError(ValueError):
 
 def rebuild_model(config: dict, spec: InputSpec) -> FusionModel:
     """The fold's architecture from its saved config, never downloading weights (they come from the checkpoint)."""
-    cfg: Config = unflatten({f"{s}.{k}": v for s, section in config.items() for k, v in section.items()})
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained="none"))
+    cfg = from_dict(config, {"model.pretrained": "none"})
     return build_model(cfg, {m: spec.channels[m] for m in spec.modalities}, len(spec.aus))
 
 
