@@ -57,10 +57,10 @@ def analyse(path: Path, data: str | None, max_batches: int) -> dict:
                "fused": np.zeros((len(aus), 4), np.int64),
                "branch": {m: np.zeros((len(aus), 4), np.int64) for m in mods}} for c in conds}  # fmt: skip
     with torch.no_grad():
-        for b, (x, y) in enumerate(loader):
+        for b, (x, y, *aug) in enumerate(loader):
             if max_batches and b >= max_batches:
                 break
-            xd, labels = to_device_inputs(x, torch.device("cpu")), y.numpy()
+            xd, labels = to_device_inputs(x, torch.device("cpu"), *aug), y.numpy()
             for c in conds:
                 out, a = model(perturb(xd, c)), acc[c]
                 n = len(labels)

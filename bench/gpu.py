@@ -2,7 +2,8 @@
 
     python bench/gpu.py throughput --out runs/bench/gpu_throughput.json
     python bench/gpu.py robustness --out runs/bench/gpu_robustness
-    python bench/gpu.py fold --out runs/bench/gpu_fold.json [--precision bf16 --channels-last --augment-on device]
+    python bench/gpu.py fold --out runs/bench/gpu_fold.json [--precision bf16 --channels-last --augment-on device
+                                                             --decode device]
     python bench/gpu.py trial --gpus-per-fold 1/3 --out runs/bench/gpu_trial.json
 
 `fold` / `trial`: end to end on a 256-px synthetic visual + depth set stored as JPEG q95 (BP4D's codec): one
@@ -396,7 +397,7 @@ def jpeg_set(work: Path, subjects: int, frames: int, size: int) -> FrameStore:
 
 def fold_overrides(args: argparse.Namespace, data: Path) -> dict:
     return {"data.path": str(data), "model.fusion": args.fusion, "train.precision": args.precision,
-            "train.channels_last": args.channels_last, "data.augment_on": args.augment_on,
+            "train.channels_last": args.channels_last, "data.augment_on": args.augment_on, "data.decode": args.decode,
             "data.num_workers": args.num_workers, "train.val_robustness": []}  # fmt: skip
 
 
@@ -427,7 +428,7 @@ def cmd_fold(args: argparse.Namespace) -> int:
               "frames_per_s": m["time/train_frames_per_s"], "train_loss": m["train/loss"], "frame_px": args.size,
               **(util.stop() if util else {"gpu_util_mean": None})}  # fmt: skip
     print(f"fold ({args.fusion}, {args.precision}, channels_last={args.channels_last}, augment_on={args.augment_on}, "
-          f"{args.num_workers} loader workers): {result['frames_per_s']:.0f} frames/s end to end, GPU utilisation "
+          f"decode={args.decode}, {args.num_workers} loader workers): {result['frames_per_s']:.0f} frames/s end to end, GPU utilisation "
           f"{result['gpu_util_mean'] if result['gpu_util_mean'] is not None else 'n/a'}%", flush=True)  # fmt: skip
     write_result(args.out, result)
     if not args.work:
@@ -440,7 +441,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     the folds' end-to-end train frames/s (their MLflow runs' time/train_frames_per_s) summed = the GPU's."""
     import subprocess
 
-    from bench.farm import one_cell_space
+    from bench.farm_overhead import one_cell_space
 
     if not torch.cuda.is_available() and not args.allow_cpu:
         print("trial needs a CUDA GPU (--allow-cpu: a smoke run on the CPU)", file=sys.stderr)
@@ -542,6 +543,12 @@ def main(argv: list[str] | None = None) -> int:
         f.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
         f.add_argument("--channels-last", action="store_true")
         f.add_argument("--augment-on", default="worker", choices=["worker", "device"])
+        f.add_argument(
+            "--decode",
+            default="worker",
+            choices=["worker", "device"],
+            help="data.decode: JPEG decoded by the loader workers or on the GPU (nvJPEG; needs --augment-on device)",
+        )
         f.add_argument("--num-workers", type=int, default=8, help="loader workers (per fold)")
         f.add_argument("--batches", type=int, default=100, help="timed batches of 50")
         f.add_argument("--subjects", type=int, default=12, help="synthetic subjects (P1-P3 need >= 3)")

@@ -2,6 +2,7 @@
 
     python bench/loader.py [--size 256] [--frames 480] [--out runs/bench]
     python bench/loader.py --sections augment_on [--repeats 5] [--augment-workers 0 2]
+    python bench/loader.py --sections decode [--repeats 5] [--device cuda]
 
 `augment_on` (issue 16): train-loader frames/s with `data.augment_on: worker` (float32 inputs from the workers)
 and `device` (uint8 crops + decisions; flip, normalise and cut-switch per batch in the training process), each
@@ -9,6 +10,11 @@ batch passed through `farm.engine.to_device_inputs` as training does (on `--devi
 loaders built by `farm.engine.build_loaders` for the paper's settings (224 crop, flip, cut-switch 50, batch 50).
 The runs are interleaved (each repeat runs every codec x workers x path once, in rotating order) and the
 median over repeats is reported, with min and max.
+
+`decode` (issue 16): on JPEG data, the CPU time per batch of 50 of the loader workers' items with `data.decode:
+worker` (Pillow decodes, then crops) and `device` (the stored bytes copied out, no decoding), and the time of
+`decode_crops` in the training process (torchvision's batched decode_jpeg, on `--device`: libjpeg-turbo on a CPU,
+nvJPEG on a GPU): what moves out of the workers, and what it costs where it lands.
 
 All figures come from one run on one machine, so they can be compared with each other (ratios),
 not with other machines. Results: docs/benchmarks.md.
@@ -31,7 +37,8 @@ from torch.utils.data import DataLoader, RandomSampler, default_collate
 
 from farm.config import load_config, unflatten
 from farm.data.augment import scaled_block
-from farm.data.dataset import FrameDataset
+from farm.data.dataset import FrameDataset, collate_encoded
+from farm.data.device_augment import decode_crops
 from farm.data.folds import Split
 from farm.data.store import IMAGES_DIR, DatasetMeta, DatasetWriter, FrameStore, encode_image
 from farm.data.synth import SynthSpec, generate
@@ -125,11 +132,13 @@ def loader_rate(store: FrameStore, crop: int, workers: int, batches: int, batch:
     return n / (time.perf_counter() - t0)
 
 
-def augment_on_rate(store: FrameStore, augment_on: str, workers: int, batches: int, device: torch.device) -> float:
+def augment_on_rate(store: FrameStore, augment_on: str, workers: int, batches: int, device: torch.device,
+                    decode: str = "worker") -> float:  # fmt: skip
     """Train-loader frames/s at steady state, every batch made into the model's inputs on `device` as training
-    does (`to_device_inputs`: with `device`, the flip, normalisation and cut-switch run there)."""
+    does (`to_device_inputs`: with `device`, the flip, normalisation and cut-switch run there; with `decode`
+    device, the JPEG decoding too)."""
     cfg = load_config("paper", {"data.path": str(store.root), "augment.crop_size": 224, "data.num_workers": workers,
-                                "data.augment_on": augment_on})  # fmt: skip
+                                "data.augment_on": augment_on, "data.decode": decode})  # fmt: skip
     modalities = store.meta.modality_names
     subjects = tuple(sorted(set(store.subjects)))
     split = Split(fold="bench", train=subjects, val=subjects, test=subjects)
@@ -173,6 +182,55 @@ def augment_on_cpu_ms(store: FrameStore, repeats: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def decode_ms(store: FrameStore, repeats: int, device: torch.device) -> dict[str, float]:
+    """Per batch of 50 JPEG frames (paper settings), medians of interleaved repeats, in ms: the train items +
+    collation in one process (CPU time) with `data.decode: worker` ("worker_items": decode + crop) and `device`
+    ("device_items": the bytes copied out), and `decode_crops` on `device` ("decode", wall time, synchronised)."""
+    cfg = load_config("paper", {"data.path": str(store.root), "augment.crop_size": 224, "data.num_workers": 0,
+                                "data.augment_on": "device"})  # fmt: skip
+    subjects = tuple(sorted(set(store.subjects)))
+    split = Split(fold="bench", train=subjects, val=subjects, test=subjects)
+    sets = {p: build_loaders(unflatten({"data.decode": p}, cfg), store, split, store.meta.modality_names)["train"]
+            .dataset for p in ("worker", "device")}  # fmt: skip
+    order = np.random.default_rng(0).permutation(len(sets["worker"]))[: cfg.train.batch_size]
+    times: dict[str, list[float]] = {"worker_items": [], "device_items": [], "decode": []}
+    for _ in range(repeats):
+        t0 = time.process_time()
+        default_collate([sets["worker"][int(i)] for i in order])
+        t1 = time.process_time()
+        blobs, _, aug = collate_encoded([sets["device"][int(i)] for i in order])
+        t2 = time.process_time()
+        w0 = time.perf_counter()
+        crops = decode_crops(blobs, aug["window"], aug["row"], device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        w1 = time.perf_counter()
+        del crops
+        for k, dt in zip(times, (t1 - t0, t2 - t1, w1 - w0)):
+            times[k].append(1000 * dt)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+DECODE_PATHS = {
+    "worker": ("worker", "worker"),
+    "augment_device": ("device", "worker"),
+    "decode_device": ("device", "device"),
+}
+
+
+def decode_path_rates(store: FrameStore, workers: list[int], batches: int, repeats: int,
+                 device: torch.device) -> dict[tuple[int, str], list[float]]:  # fmt: skip
+    """{(workers, path): [frames/s per repeat]} on JPEG for the three DECODE_PATHS (augment_on, decode),
+    interleaved, the order rotating between repeats."""
+    runs = [(w, path) for w in workers for path in DECODE_PATHS]
+    rates: dict[tuple[int, str], list[float]] = {r: [] for r in runs}
+    for rep in range(repeats):
+        for w, path in runs[rep % len(runs) :] + runs[: rep % len(runs)]:
+            augment_on, decode = DECODE_PATHS[path]
+            rates[(w, path)].append(augment_on_rate(store, augment_on, w, batches, device, decode))
+    return rates
+
+
 def augment_on_rates(stores: dict[str, FrameStore], workers: list[int], batches: int, repeats: int,
                      device: torch.device) -> dict[tuple[str, int, str], list[float]]:  # fmt: skip
     """{(codec, workers, path): [frames/s per repeat]}, interleaved, the order rotating between repeats."""
@@ -212,8 +270,9 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=60, help="frames per sequence (4 subjects x 2 tasks)")
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--model-steps", type=int, default=3)
-    ap.add_argument("--sections", nargs="+", default=["formats"], choices=["formats", "augment_on"],
-                    help="formats: storage, codecs, loader vs model (issue 3); augment_on: worker vs device path")  # fmt: skip
+    ap.add_argument("--sections", nargs="+", default=["formats"], choices=["formats", "augment_on", "decode"],
+                    help="formats: storage, codecs, loader vs model (issue 3); augment_on: worker vs device path; "
+                         "decode: JPEG decoding in the workers vs on the device")  # fmt: skip
     ap.add_argument("--repeats", type=int, default=5, help="augment_on: interleaved repeats (median reported)")
     ap.add_argument("--augment-workers", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--augment-batches", type=int, default=24, help="augment_on: timed batches of 50 per run")
@@ -247,6 +306,22 @@ def main() -> int:
                                   for p in ("worker", "device"))  # fmt: skip
                 print(f"  {codec:5s} num_workers={w}: {cells}  device/worker {med['device'] / med['worker']:.2f}",
                       flush=True)  # fmt: skip
+    if "decode" in args.sections:
+        device = resolve_device(args.device)
+        ms = decode_ms(stores["jpeg"], 2 * args.repeats + 1, device)
+        print(f"decode, JPEG q95 at {args.size} px, ms per batch of 50 (paper settings; medians of "
+              f"{2 * args.repeats + 1} repeats): loader items, CPU time in one process: data.decode worker "
+              f"{ms['worker_items']:.1f}, device {ms['device_items']:.1f} ({ms['worker_items'] / ms['device_items']:.0f}x "
+              f"less); decode_crops on {device}: {ms['decode']:.1f}", flush=True)  # fmt: skip
+        print(f"  train-loader frames/s, inputs made on {device}, {args.augment_batches} batches a run, median [min-max] "
+              f"of {args.repeats} interleaved repeats (augment_on / decode):", flush=True)  # fmt: skip
+        rates = decode_path_rates(stores["jpeg"], args.augment_workers, args.augment_batches, args.repeats, device)
+        for w in args.augment_workers:
+            med = {p: statistics.median(rates[(w, p)]) for p in DECODE_PATHS}
+            cells = "  ".join(f"{'/'.join(DECODE_PATHS[p])} {med[p]:5.0f} [{min(rates[(w, p)]):.0f}-"
+                              f"{max(rates[(w, p)]):.0f}]" for p in DECODE_PATHS)  # fmt: skip
+            print(f"  num_workers={w}: {cells}  decode device / worker {med['decode_device'] / med['worker']:.2f}",
+                  flush=True)  # fmt: skip
     if "formats" not in args.sections:
         return 0
 

@@ -66,6 +66,11 @@ class DataConfig:
     or 'device' (they return uint8 crops and the random decisions, the training process flips, normalises and
     cut-switches each batch on the training device: 4x fewer bytes to pin and copy). Bit for bit the same
     inputs for a seed (docs/design.md)."""
+    decode: str = "worker"
+    """Where JPEG frames are decoded: 'worker' (the loader workers, with Pillow) or 'device' (the workers ship the
+    stored JPEG bytes and the decisions; the training process decodes each batch with torchvision's decode_jpeg
+    on the training device: nvJPEG on a GPU, libjpeg-turbo on a CPU). Needs data.augment_on: device and a JPEG
+    dataset. On a CPU the decoded pixels equal Pillow's; on a GPU nvJPEG may differ by rounding (docs/design.md)."""
 
     def __post_init__(self) -> None:
         _check_finite(self, "data")
@@ -74,6 +79,9 @@ class DataConfig:
         _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
         _check(self.augment_on in ("worker", "device"), "data.augment_on",
                f"must be 'worker' or 'device', got {self.augment_on!r}")  # fmt: skip
+        _check(self.decode in ("worker", "device"), "data.decode", f"must be 'worker' or 'device', got {self.decode!r}")
+        _check(self.decode == "worker" or self.augment_on == "device", "data.decode",
+               "'device' needs data.augment_on: device (the batch is augmented where it is decoded)")  # fmt: skip
 
 
 @dataclass(frozen=True)

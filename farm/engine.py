@@ -38,8 +38,8 @@ from farm.checkpoints import (
 )
 from farm.config import Config, ConfigError, flatten, to_dict
 from farm.data.augment import scaled_block
-from farm.data.dataset import FrameDataset
-from farm.data.device_augment import augment_batch, in_memory_format, normalize_batch
+from farm.data.dataset import FrameDataset, collate_encoded
+from farm.data.device_augment import augment_batch, decode_crops, in_memory_format, normalize_batch
 from farm.data.folds import Split, make_split, resolve_partitions
 from farm.data.perturb import Condition, conditions, drop_modalities, metric_suffix, perturb
 from farm.data.store import FrameStore
@@ -152,7 +152,8 @@ def build_loaders(
     replacement); `pin_memory` defaults to whether CUDA is available."""
     crop = crop_size(cfg, store, modalities)
     uint8 = cfg.data.augment_on == "device"  # uint8 crops (+ the decisions) from the workers; see to_device_inputs
-    common = dict(store=store, modalities=modalities, aus=cfg.data.aus, crop=crop, uint8=uint8)
+    encoded = cfg.data.decode == "device"  # JPEG bytes (+ crop windows) from the workers, decoded on the device
+    common = dict(store=store, modalities=modalities, aus=cfg.data.aus, crop=crop, uint8=uint8, encoded=encoded)
     sets = {
         "train": FrameDataset(subjects=split.train, train=True, flip=cfg.augment.flip,
                               cut_switch_block=scaled_block(cfg.augment.cut_switch_block, crop),
@@ -165,7 +166,8 @@ def build_loaders(
             raise ValueError(f"fold {split.fold}: the {name} subjects have no frames in {store.root}")
     workers = cfg.data.num_workers
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
-    loader_args = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0)
+    loader_args = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+                       collate_fn=collate_encoded if encoded else None)  # fmt: skip
     gen = torch.Generator().manual_seed(cfg.train.seed)
     order = dict(sampler=train_sampler) if train_sampler is not None else dict(shuffle=True, generator=gen)
     return {
@@ -200,10 +202,16 @@ def to_device_inputs(
     """A loader batch's inputs on the device as the model takes them: normalised (B, C, H, W) float32.
 
     uint8 crops (`data.augment_on: device`) are normalised here, and with the workers' decisions `aug` flipped and
-    cut-switched (farm/data/device_augment.py); `channels_last` puts them in that memory format.
+    cut-switched (farm/data/device_augment.py); JPEG bytes (`data.decode: device`, `aug` then holds the crop
+    "window") are decoded on the device first; `channels_last` puts them in that memory format.
     """
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = {m: t.to(device, non_blocking=True) for m, t in x.items()}
+    if aug is not None and "window" in aug:  # JPEG bytes (`data.decode: device`): decoded and cropped here
+        aug = dict(aug)
+        x = decode_crops(x, aug.pop("window"), aug.pop("row"), device)
+        aug = aug or None  # an evaluation batch: no decisions
+    else:
+        x = {m: t.to(device, non_blocking=True) for m, t in x.items()}
     if aug is not None:
         x = augment_batch(x, **aug)  # the decisions stay on the CPU: no device sync there
     elif next(iter(x.values())).dtype == torch.uint8:  # evaluation crops of the device path
@@ -306,8 +314,8 @@ def robustness_f1(
     model.eval()
     gens = [torch.Generator().manual_seed(seed * 100_003 + j) for j in range(len(conds))]
     counts = {c: np.zeros((len(aus), 4), np.int64) for c in conds}
-    for x, y in loader:
-        xd = to_device_inputs(x, device, channels_last=channels_last)
+    for x, y, *aug in loader:
+        xd = to_device_inputs(x, device, *aug, channels_last=channels_last)
         labels = y.numpy()
         for cond, gen in zip(conds, gens):
             with autocast(device, precision):
@@ -330,8 +338,8 @@ def predict(
     """-> probabilities (N, A), labels (N, A) in {1, 0, -1}, mean loss."""
     model.eval()
     probs, labels, loss_sum, n = [], [], 0.0, 0
-    for x, y in loader:
-        xd, target, mask = _to_device(x, y, device, channels_last=channels_last)
+    for x, y, *aug in loader:
+        xd, target, mask = _to_device(x, y, device, *aug, channels_last=channels_last)
         with autocast(device, precision):
             out = model(xd)
             loss, _ = model.loss(out, target, mask)

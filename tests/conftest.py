@@ -5,7 +5,7 @@ from farm.config import BP4D_AUS
 from farm.data.store import DatasetMeta, DatasetWriter, ModalitySpec
 
 
-def write_tiny_dataset(root, num_subjects=6, frames=10, size=20, seed=0, modalities=("visual", "depth")):
+def write_tiny_dataset(root, num_subjects=6, frames=10, size=20, seed=0, modalities=("visual", "depth"), codec="raw"):
     """A hand-made dataset in the farm's format: AU1 brightens visual, AU2 brightens depth."""
     rng = np.random.default_rng(seed)
     chans = {"visual": 3, "depth": 1, "thermal": 1}
@@ -17,6 +17,7 @@ def write_tiny_dataset(root, num_subjects=6, frames=10, size=20, seed=0, modalit
         "synthetic",
         tuple(ModalitySpec(m, chans[m], size, size) for m in modalities),
         BP4D_AUS,
+        codec=codec,
         subjects=subjects,
         source={"tiny": seed},
     )

@@ -60,6 +60,8 @@ def test_flat_round_trip_and_coercion_from_strings():
         ({"augment.flip": "maybe"}, "augment.flip: expected bool"),
         ({"train.lr": "fast"}, "train.lr: expected float"),
         ({"data.augment_on": "gpu"}, r"^data.augment_on: must be 'worker' or 'device', got 'gpu'$"),
+        ({"data.decode": "gpu"}, r"^data.decode: must be 'worker' or 'device', got 'gpu'$"),
+        ({"data.decode": "device"}, r"^data.decode: 'device' needs data.augment_on: device"),
         ({"train.precision": "fp8"}, r"^train.precision: must be fp32, bf16 or fp16, got 'fp8'$"),
         ({"train.precision": "fp16", "train.device": "cpu"}, r"^train.precision: fp16 autocast needs a CUDA device"),
         ({"train.channels_last": "sometimes"}, "train.channels_last: expected bool"),

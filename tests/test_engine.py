@@ -183,6 +183,22 @@ def test_augmenting_on_the_device_trains_exactly_like_the_workers(tiny_dataset, 
     assert device.test == worker.test and device.val_robustness == worker.val_robustness
 
 
+def test_decoding_on_the_device_trains_exactly_like_the_workers(make_tiny_dataset):
+    """JPEG bytes from the loader, decoded per batch in the training process (here the CPU): the same fold."""
+    data = make_tiny_dataset(codec="jpeg")
+    kw = {"train.epochs": 2, "model.fusion": "amf", "augment.cut_switch_prob": 0.6, "train.val_noise_sigmas": (0.5,),
+          "augment.crop_size": 16, "data.augment_on": "device"}  # fmt: skip
+    worker = fit_fold(_cfg(data, **kw), log=lambda s: None)
+    device = fit_fold(_cfg(data, **kw, **{"data.decode": "device"}), log=lambda s: None)
+    assert _without_times(device.history) == _without_times(worker.history)
+    assert device.test == worker.test and device.val_robustness == worker.val_robustness
+
+
+def test_decoding_on_the_device_refuses_a_dataset_that_is_not_jpeg(tiny_dataset):
+    with pytest.raises(ValueError, match=r"data.decode: device decodes JPEG .* stores 'raw' frames"):
+        fit_fold(_cfg(tiny_dataset, **{"data.augment_on": "device", "data.decode": "device"}), log=lambda s: None)
+
+
 def test_bf16_fold_trains_on_the_cpu_with_finite_losses(tiny_dataset):
     import math
 

@@ -8,6 +8,10 @@ as `farm/data/augment.py` does it frame by frame in the workers (tests compare t
 - division is by a tensor on the batch's device, never by a Python scalar: CUDA turns `t / scalar` into
   `t * (1 / scalar)`, which can differ from numpy's division in the last bit.
 On CUDA this is written to be exact for the same reasons but has not been run on a GPU yet.
+
+With `data.decode: device` the workers ship the stored JPEG bytes instead of crops, and `decode_crops` decodes the
+batch here first (torchvision's `decode_jpeg`: nvJPEG, batched, on a GPU; libjpeg-turbo on a CPU, where the
+pixels equal Pillow's in the workers, tested; nvJPEG's inverse DCT may differ from libjpeg's by rounding).
 """
 
 from __future__ import annotations
@@ -17,6 +21,58 @@ import functools
 import torch
 
 from farm.data.augment import LUMA
+
+
+class DecodeError(ValueError):
+    """A stored frame that is not a decodable JPEG (names the modality and the manifest row)."""
+
+
+def decode_crops(
+    blobs: dict[str, list[torch.Tensor]], window: torch.Tensor, rows: torch.Tensor, device: torch.device
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """JPEG bytes {modality: [B 1-D uint8 CPU tensors]} -> the crops {modality: (B, side, side, C) uint8} on
+    `device`, as the workers' uint8 crops. window (B, 3): top, left, side of each frame's crop (one side per
+    batch); rows (B,): the frames' manifest rows, named when one does not decode."""
+    side = int(window[0, 2])
+    corners = window[:, :2].tolist()  # on the CPU: no device sync
+    out = {}
+    for m, data in blobs.items():
+        try:
+            images = _decode_jpeg(data, device)  # each (C, H, W)
+        except RuntimeError as e:
+            raise DecodeError(_undecodable(m, data, rows, e)) from None
+        if len({tuple(t.shape) for t in images}) > 1:
+            shapes = sorted({tuple(t.shape) for t in images})
+            raise DecodeError(f"{m}: the frames of one batch decode to different shapes {shapes} (C, H, W)")
+        crops = torch.stack([t[:, top : top + side, left : left + side] for t, (top, left) in zip(images, corners)])
+        out[m] = crops.permute(0, 2, 3, 1)  # (B, side, side, C), a view: normalize_batch copies it once
+    return out
+
+
+def _undecodable(modality: str, data: list[torch.Tensor], rows: torch.Tensor, error: Exception) -> str:
+    """The message for a batch that failed to decode: the first frame that fails alone, by manifest row."""
+    for blob, row in zip(data, rows.tolist()):
+        try:
+            _decode_jpeg([blob], torch.device("cpu"))
+        except RuntimeError as e:
+            return f"{modality}: the frame at manifest row {row} is not a decodable JPEG ({str(e).splitlines()[0]})"
+    return f"{modality}: a batch of JPEG frames failed to decode on the device ({str(error).splitlines()[0]})"
+
+
+def _decode_jpeg(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """torchvision's batched `decode_jpeg`, the stored channels kept. torchvision 0.29 deprecates its image codecs
+    for TorchCodec's and warns on every call: silenced here (one warning per batch); a torchvision without them
+    gets a clear error."""
+    import warnings
+
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError as e:
+        raise ImportError(f"data.decode: device needs torchvision.io.decode_jpeg, which this torchvision lacks ({e}); "
+                          "set data.decode: worker") from None  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(data, mode=ImageReadMode.UNCHANGED, device=device)
 
 
 def normalize_batch(x: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The farm's own cost on the CPU: one fixed configuration trained as a `farm sweep` trial against the same folds
 as plain `farm train` processes (issue 16, item 4).
 
-    python bench/farm.py --out runs/bench/farm.json [--repeats 2] [--epochs 3] [--batches 24]
+    python bench/farm_overhead.py --out runs/bench/farm.json [--repeats 2] [--epochs 3] [--batches 24]
 
 Both sides train AMF (preset `cpu`, ResNet-10) on the default synthetic set's folds P1-P3 with the same config,
 each fold for `--epochs` epochs of `--batches` batches (no early stop), one torch thread per fold, the three
@@ -69,7 +69,7 @@ def one_cell_space(path: Path, description: str, preset: str, fixed: dict, **swe
 
 
 def run_farm(data: Path, work: Path, epochs: int, batches: int, env: dict, i: int) -> dict:
-    space = one_cell_space(work / "farm_bench.yaml", "bench/farm.py, one fixed configuration", "cpu",
+    space = one_cell_space(work / "farm_bench.yaml", "bench/farm_overhead.py, one fixed configuration", "cpu",
                            fixed(epochs, batches))  # fmt: skip
     name = f"farm-bench-{i}"
     ray_tmp = tempfile.mkdtemp(prefix="rayb", dir="/tmp")  # short: Ray's socket paths
