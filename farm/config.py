@@ -326,8 +326,10 @@ def coerce(key: str, value: Any) -> Any:
                 raise ValueError(value)
             return str(value)
         if typing.get_origin(tp) is tuple:
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, str):  # "a,b", or YAML's flow form "[a, b]" ("[]": empty)
+                text = value.strip()
+                text = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+                value = [v.strip().strip("'\"") for v in text.split(",") if v.strip()]
             if not isinstance(value, (list, tuple)):
                 raise ValueError(value)
             if typing.get_args(tp)[0] is float:

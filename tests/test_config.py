@@ -152,3 +152,16 @@ def test_config_files_with_duplicate_keys_or_nothing_in_them_are_refused(tmp_pat
     f.write_text(body)
     with pytest.raises(ConfigError, match=msg):
         load_config(f)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("0.2,0.8", (0.2, 0.8)), ("[0.2,0.8]", (0.2, 0.8)), ("[0.2, 0.8]", (0.2, 0.8)), ("[]", ()), ("", ())],
+)
+def test_tuple_overrides_take_commas_or_yamls_flow_list(text, expected):
+    assert unflatten(parse_overrides([f"train.val_noise_sigmas={text}"])).train.val_noise_sigmas == expected
+
+
+def test_string_tuple_override_in_flow_form_keeps_the_names():
+    cfg = unflatten(parse_overrides(["data.modalities=[visual, 'depth']"]))
+    assert cfg.data.modalities == ("visual", "depth")
