@@ -103,7 +103,10 @@ def fold_means(results: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def leaderboard(grid, objs: tuple[str, ...] | list[str] = (OBJECTIVE,)) -> list[dict[str, Any]]:
-    """One row per trial, finished first, best by the first objective first; `pareto` marks the front."""
+    """One row per trial, finished first, best by the first objective first; `pareto` marks the front.
+
+    status: finished, failed, stopped (early, by ASHA) or interrupted (cut off before its end: `--resume`
+    continues it)."""
     from farm.evaluate.cv import pareto_front
 
     rows = []
@@ -115,7 +118,9 @@ def leaderboard(grid, objs: tuple[str, ...] | list[str] = (OBJECTIVE,)) -> list[
         if failed and not reason:  # another error: the last line of the trial's exception
             err = getattr(r.error, "cause", None) or r.error
             reason = ([s.strip() for s in str(err).splitlines() if s.strip()] or [type(err).__name__])[-1]
-        row = {"trial": trial, "status": "failed" if failed else ("finished" if m.get("final") else "stopped"),
+        # Tune marks the last result `done` when ASHA stops a trial; a trial cut off by Ctrl-C or a crash has none
+        status = "failed" if failed else "finished" if m.get("final") else "stopped" if m.get("done") else "interrupted"
+        row = {"trial": trial, "status": status,
                "val": m.get(OBJECTIVE, float("nan")), "test": m.get("cv/test_f1_mean", float("nan")),
                "test_std": m.get("cv/test_f1_std", float("nan")), "epoch": m.get("epoch"), "folds": {},
                "seed_std": m.get("cv/test_f1_seed_std", float("nan")),

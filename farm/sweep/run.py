@@ -141,9 +141,15 @@ def describe_experiment(client, exp_id: str, space: SearchSpace, opts: SweepOpti
         client.set_experiment_tag(exp_id, k, v)
 
 
-def resume_hint(opts: SweepOptions, ran: int, trials: int, label: str = "") -> str:
-    """What to do when Tune returned before every trial ran (Ctrl-C: Tune's own message is in ray.log)."""
-    return (f"{label}{ran} of {trials} trials ran (interrupted?); continue with: farm sweep --resume --name {opts.name}"
+def resume_hint(opts: SweepOptions, rows: list[dict[str, Any]], trials: int, label: str = "") -> str | None:
+    """What to do when Tune returned before every trial ended (Ctrl-C: Tune's own message is in ray.log), or
+    None: a trial ended if it finished, failed or was stopped by ASHA; one cut off mid-way is `interrupted`."""
+    ended = sum(r["status"] != "interrupted" for r in rows)
+    if ended >= trials:
+        return None
+    cut = sum(r["status"] == "interrupted" for r in rows)
+    return (f"{label}{ended} of {trials} trials ended{f' ({cut} interrupted mid-way)' if cut else ''}; continue "
+            f"with: farm sweep --resume --name {opts.name}"
             + (f" --storage {opts.storage}" if opts.storage != "runs/sweeps" else ""))  # fmt: skip
 
 
@@ -240,8 +246,8 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
         tag_pareto_front(client, exp_id, rows)
         tag_best(client, exp_id, rows, opts.name, objs[0])
         print(format_leaderboard(rows, opts, folds, objs=objs, seeds=opts.seeds))
-        if len(rows) < trials:
-            _log(resume_hint(opts, len(rows), trials))
+        if hint := resume_hint(opts, rows, trials):
+            _log(hint)
     print(ui_address(opts.tracking_uri, exp_id, opts.protocol))
     del relay_actor
     return rows
@@ -327,8 +333,8 @@ def run_nested(folds: list[str], client, **common) -> list[dict[str, Any]]:
                         (("outer_fold", fold),))  # fmt: skip
         rows = run_search(search, **common)
         close_stopped_runs(client, exp_id, rows)
-        if len(rows) < common["trials"]:  # interrupted: the next outer fold must not start, nor this one count as done
-            _log(resume_hint(opts, len(rows), common["trials"], f"outer fold {fold}: "))
+        if hint := resume_hint(opts, rows, common["trials"], f"outer fold {fold}: "):
+            _log(hint)  # interrupted: the next outer fold must not start, nor this one count as done
             return [r for done_rows in rows_by_fold.values() for r in done_rows] + rows
         tag_pareto_front(client, exp_id, rows)
         tag_best(client, exp_id, rows, opts.name, objs[0], tag="selected", scope=f" for outer fold {fold}")

@@ -90,3 +90,34 @@ def test_trials_ended_before_a_resume_count_as_done_or_stopped(capsys):
     cb = Progress(3)
     result(cb, [finished, stopped, c], c, epoch(1, 0.2))
     assert counts(lines(capsys)[0]) == "1/3 done, 1 running, 1 stopped early, 0 failed; no result yet"
+
+
+@dataclass
+class FakeResult:
+    """What `leaderboard` reads of a Tune Result: its last metrics (Tune's `done` included), error and config."""
+
+    metrics: dict
+    error: Exception | None = None
+    path: str = ""
+    config: dict = field(default_factory=dict)
+
+
+def test_leaderboard_tells_a_trial_cut_off_from_one_asha_stopped_and_the_hint_counts_it():
+    from farm.sweep.leaderboard import leaderboard
+    from farm.sweep.run import SweepOptions, resume_hint
+
+    grid = [
+        FakeResult({**final(0.6), "trial_id": "a", "done": True}),
+        FakeResult({**epoch(1, 0.3), "trial_id": "b", "done": True}),  # ASHA's stop: Tune marks the result done
+        FakeResult({**epoch(2, 0.5), "trial_id": "c", "done": False}),  # Ctrl-C in its third epoch
+        FakeResult({"trial_id": "d"}),  # never reported
+        FakeResult({**epoch(1, 0.2), "trial_id": "e"}, error=RuntimeError("boom")),
+    ]
+    rows = leaderboard(grid)
+    assert {r["trial"]: r["status"] for r in rows} == {"a": "finished", "b": "stopped", "c": "interrupted",
+                                                        "d": "interrupted", "e": "failed"}  # fmt: skip
+    opts = SweepOptions(name="s1")
+    hint = resume_hint(opts, rows, 5)
+    assert hint == "3 of 5 trials ended (2 interrupted mid-way); continue with: farm sweep --resume --name s1"
+    ended = [r for r in rows if r["trial"] in ("a", "b")]
+    assert resume_hint(opts, ended, 2) is None and resume_hint(opts, ended, 4).startswith("2 of 4 trials ended;")
