@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from farm.evaluate.report import MethodResult, Report, build_report, load_paper_table, write_report
+from farm.evaluate.paper import load_paper_table
+from farm.evaluate.report import MethodResult, Report, build_report
+from farm.evaluate.report_files import write_report
 from farm.tracking.mlflow import PARENT_TAG
 
 if TYPE_CHECKING:

@@ -10,18 +10,11 @@ import yaml
 
 from farm.checkpoints import Predictions
 from farm.config import BP4D_AUS
+from farm.data.perturb import Condition
+from farm.evaluate.paper import PAPER_FILE, ReportError, load_paper_robustness, load_paper_table, parse_condition
 from farm.evaluate.promotion import decide
-from farm.evaluate.report import (
-    PAPER_FILE,
-    Condition,
-    MethodResult,
-    ReportError,
-    build_report,
-    load_paper_robustness,
-    load_paper_table,
-    parse_condition,
-    write_report,
-)
+from farm.evaluate.report import MethodResult, build_report
+from farm.evaluate.report_files import write_report
 
 FOLDS = ("P1", "P2", "P3")
 WRONG_HEADERS = ("AU5", "AU9", "AU20", "AU25", "AU26")
@@ -157,7 +150,7 @@ def test_build_report_refuses_empty_input():
 
 
 def test_a_failed_report_leaves_the_previous_files_whole(tmp_path, monkeypatch):
-    from farm.evaluate import report as report_mod
+    from farm.evaluate import report_files as report_mod
 
     first = write_report(build_report([method("amf", 0.25, 1)], BP4D_AUS), tmp_path / "out")
     before = {k: p.read_bytes() for k, p in first.items()}
@@ -389,7 +382,7 @@ def test_robustness_csv_round_trips_and_the_png_is_written(tmp_path):
 
 
 def test_a_failed_robustness_plot_leaves_the_previous_files_whole(tmp_path, monkeypatch):
-    from farm.evaluate import report as report_mod
+    from farm.evaluate import report_files as report_mod
 
     first = write_report(build_report([robust("amf", 0.601, AMF_VAL)], BP4D_AUS), tmp_path / "out")
     before = {k: p.read_bytes() for k, p in first.items()}
