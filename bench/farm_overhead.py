@@ -1,7 +1,7 @@
 """The farm's own cost on the CPU: one fixed configuration trained as a `farm sweep` trial against the same folds
 as plain `farm train` processes (issue 16, item 4).
 
-    python bench/farm_overhead.py --out runs/bench/farm.json [--repeats 2] [--epochs 3] [--batches 24]
+    python bench/farm_overhead.py --out runs/bench/farm.json [--repeats 2] [--epochs 3] [--batches 24] [--trials 1]
 
 Both sides train AMF (preset `cpu`, ResNet-10) on the default synthetic set's folds P1-P3 with the same config,
 each fold for `--epochs` epochs of `--batches` batches (no early stop), one torch thread per fold, the three
@@ -11,6 +11,10 @@ folds at once:
 - farm: `farm sweep` with a one-cell grid (the same config), a local Ray started by the sweep, Ray Train
   workers, per-round checkpoints, MLflow parent/child runs, Tune + Optuna (its CPUs shared out so that each fold
   also gets one thread).
+
+`--trials N`: N configurations one after the other (seeds 0..N-1, the same cost each): the bare side runs N
+rounds of three processes, the farm one sweep of N trials, so Ray's start is paid once and the per-trial cost
+shows (trials 1 and 3 give the marginal trial's ratio).
 
 The ratio is bare wall time / farm wall time (the farm's share of a bare loop's throughput; 1.0 = no cost).
 The sweep's log gives where the farm's time goes: Ray's start, and the first epoch's report against the bare
@@ -41,36 +45,37 @@ def fixed(epochs: int, batches: int) -> dict[str, object]:
             "train.max_train_batches": batches, "data.num_workers": 0, "train.seed": 0}  # fmt: skip
 
 
-def run_bare(data: Path, work: Path, epochs: int, batches: int, env: dict) -> dict:
-    sets = [a for k, v in fixed(epochs, batches).items() for a in ("--set", f"{k}={v}")]
+def run_bare(data: Path, work: Path, epochs: int, batches: int, env: dict, trials: int = 1) -> dict:
     start = time.time()
-    procs = [subprocess.Popen([*FARM, "train", "--data", str(data), "--fold", f, "--config", "cpu", *sets,
-                               "--out", str(work / f"bare-{f}.json")], env={**env, "OMP_NUM_THREADS": "1"},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for f in FOLDS]  # fmt: skip
-    outs = [p.communicate()[0] for p in procs]
+    for seed in range(trials):  # one round of three fold processes per configuration
+        sets = [a for k, v in {**fixed(epochs, batches), "train.seed": seed}.items() for a in ("--set", f"{k}={v}")]
+        procs = [subprocess.Popen([*FARM, "train", "--data", str(data), "--fold", f, "--config", "cpu", *sets,
+                                   "--out", str(work / f"bare-{f}.json")], env={**env, "OMP_NUM_THREADS": "1"},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for f in FOLDS]  # fmt: skip
+        outs = [p.communicate()[0] for p in procs]
+        for p, out in zip(procs, outs):
+            if p.returncode:
+                raise SystemExit(f"farm train failed:\n{out[-2000:]}")
     wall = time.time() - start
-    for p, out in zip(procs, outs):
-        if p.returncode:
-            raise SystemExit(f"farm train failed:\n{out[-2000:]}")
     epoch_s = [json.loads((work / f"bare-{f}.json").read_text())["history"][0]["time/epoch_s"] for f in FOLDS]
     return {"wall_s": wall, "first_epoch_s": max(epoch_s)}
 
 
-def one_cell_space(path: Path, description: str, preset: str, fixed: dict, **sweep) -> Path:
-    """A search-space file whose grid is one configuration (`fixed` on `preset`, seed 0) over folds P1-P3, one
-    trial at a time; `sweep` adds keys to its sweep section (e.g. gpus_per_fold)."""
+def one_cell_space(path: Path, description: str, preset: str, fixed: dict, seeds: int = 1, **sweep) -> Path:
+    """A search-space file whose grid is one configuration (`fixed` on `preset`) over folds P1-P3, for seeds
+    0..seeds-1 (one trial each), one trial at a time; `sweep` adds keys to its sweep section (e.g. gpus_per_fold)."""
     import yaml
 
     space = {"description": description, "config": preset, "fixed": {k: v for k, v in fixed.items() if k != "train.seed"},
-             "space": {"train.seed": {"choice": [0]}},
+             "space": {"train.seed": {"choice": list(range(seeds))}},
              "sweep": {"sampler": "grid", "max_concurrent": 1, "folds": list(FOLDS), **sweep}}  # fmt: skip
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
 
 
-def run_farm(data: Path, work: Path, epochs: int, batches: int, env: dict, i: int) -> dict:
+def run_farm(data: Path, work: Path, epochs: int, batches: int, env: dict, i: int, trials: int = 1) -> dict:
     space = one_cell_space(work / "farm_bench.yaml", "bench/farm_overhead.py, one fixed configuration", "cpu",
-                           fixed(epochs, batches))  # fmt: skip
+                           fixed(epochs, batches), seeds=trials)  # fmt: skip
     name = f"farm-bench-{i}"
     ray_tmp = tempfile.mkdtemp(prefix="rayb", dir="/tmp")  # short: Ray's socket paths
     start = time.time()
@@ -95,6 +100,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batches", type=int, default=24)
+    ap.add_argument("--trials", type=int, default=1, help="configurations run one after the other (seeds 0..N-1)")
     ap.add_argument("--work", default="", help="working folder (default: a new temporary one)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="farm-bench-"))
@@ -106,8 +112,8 @@ def main() -> None:
         subprocess.run([*FARM, "data", "synth", "--out", str(data)], check=True, env=env, capture_output=True)
     pairs = []
     for i in range(args.repeats):
-        bare = run_bare(data, work, args.epochs, args.batches, env)
-        farm = run_farm(data, work, args.epochs, args.batches, env, i)
+        bare = run_bare(data, work, args.epochs, args.batches, env, args.trials)
+        farm = run_farm(data, work, args.epochs, args.batches, env, i, args.trials)
         pairs.append({"bare": bare, "farm": farm, "ratio": bare["wall_s"] / farm["wall_s"],
                       "load": os.getloadavg()[0]})  # fmt: skip
         print(f"pair {i}: bare {bare['wall_s']:.1f} s, farm {farm['wall_s']:.1f} s (Ray + plan "
@@ -115,7 +121,7 @@ def main() -> None:
               f"{bare['first_epoch_s']:.1f} s) -> ratio {pairs[-1]['ratio']:.3f}, load {pairs[-1]['load']:.1f}",
               flush=True)  # fmt: skip
     result = {"pairs": pairs, "median_ratio": statistics.median(p["ratio"] for p in pairs), "epochs": args.epochs,
-              "batches": args.batches, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+              "batches": args.batches, "trials": args.trials, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                                    "platform": platform.platform()}}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -88,11 +88,10 @@ def model_rate(
     x = {m: torch.rand(batch, c, crop, crop, device=device) * 2 - 1 for m, c in PAPER_CHANNELS.items()}
     target = torch.randint(0, 2, (batch, len(cfg.data.aus)), device=device).float()
     mask = torch.ones_like(target)
-    use_bf16 = precision == "bf16"
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None  # as engine.build_training
 
-    def step() -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            return train_step(model, opt, x, target, mask)["loss"].detach()
+    def step() -> torch.Tensor:  # autocast over forward + loss only, inside train_step, as in training
+        return train_step(model, opt, x, target, mask, precision, scaler)["loss"].detach()
 
     for _ in range(warmup):
         step()
