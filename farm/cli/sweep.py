@@ -17,6 +17,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         protocol=args.protocol, tracking_relay=args.tracking_relay,
                         gpus_per_fold=args.gpus_per_fold, cpus_per_fold=args.cpus_per_fold)  # fmt: skip
     rows = run_sweep(opts)
+    if any(r["status"] == "interrupted" for r in rows) and not any(r["status"] == "finished" for r in rows):
+        print("farm: interrupted; continue with the --resume command above", file=sys.stderr)
+        return 130
     if rows and not any(r["status"] == "finished" for r in rows):
         print(f"farm: error: no trial of the sweep finished ({len(rows)} failed or stopped); see the trial errors above",
               file=sys.stderr)  # fmt: skip

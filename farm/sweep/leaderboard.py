@@ -218,7 +218,8 @@ def format_rows(rows: list[dict[str, Any]], folds: list[str], top: int, objs: tu
     one = len(folds) == 1
     test_head = ("test F1" if one else "test F1 mean ± std") + (" (seed sd)" if seeds > 1 else "")
     width = len(test_head) + 1
-    lines = [f"{'trial':14s} {'status':9s} {'val F1':>7s} " + "".join(f"{short_metric(k)[:13]:>14s}" for k in extra)
+    sw = max([9] + [len(r["status"]) for r in rows[:top]])  # 'interrupted' is the longest
+    lines = [f"{'trial':14s} {'status':{sw}s} {'val F1':>7s} " + "".join(f"{short_metric(k)[:13]:>14s}" for k in extra)
              + f" {test_head:>{width}s}" + ("" if one else "  " + " ".join(f"{f:>6s}" for f in folds))]  # fmt: skip
     for r in rows[:top]:
         per = "" if one else "  " + " ".join(_pct(r["folds"][f], 6) if f in r["folds"] else f"{'-':>6s}" for f in folds)
@@ -228,7 +229,7 @@ def format_rows(rows: list[dict[str, Any]], folds: list[str], top: int, objs: tu
             test += f" ({_pct(r.get('seed_std', math.nan), 3).strip()})" if seeds > 1 else ""
         more = "".join(_pct(r["objectives"].get(k, math.nan), 14) for k in extra)
         mark = "*" if r.get("pareto") else " "
-        lines.append(f"{r['trial'] + mark:14s} {r['status']:9s} {_pct(r['val'], 7)} {more} {test:>{width}s}{per}")
+        lines.append(f"{r['trial'] + mark:14s} {r['status']:{sw}s} {_pct(r['val'], 7)} {more} {test:>{width}s}{per}")
         if r["status"] == "failed":  # why, in short: the first failing fold (each fold's reason is in MLflow)
             first, *more_folds = re.split(r"; (?=fold )", r.get("reason") or "see the trial's error file")
             short = first if len(first) <= 160 else first[:157] + "..."
