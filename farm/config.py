@@ -60,7 +60,9 @@ class DataConfig:
     split_seed: int = 0
     """Seed of the validation carve-out."""
     num_workers: int = 0
-    """DataLoader worker processes decoding frames (0 = decode in the training process)."""
+    """DataLoader worker processes decoding frames (0 = decode in the training process; -1 = auto: the fold's CPUs
+    minus one for the training process, at most 8: in `farm sweep` the fold's CPU share, in `farm train` this
+    machine's cores; see resolve_num_workers)."""
     augment_on: str = "worker"
     """Where the training augmentation and normalisation run: 'worker' (the loader workers return float32 inputs)
     or 'device' (they return uint8 crops and the random decisions, the training process flips, normalises and
@@ -76,7 +78,7 @@ class DataConfig:
         _check_finite(self, "data")
         _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         _check(len(self.aus) > 0, "data.aus", "must name at least one AU")
-        _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        _check(self.num_workers >= -1, "data.num_workers", f"must be >= 0, or -1 (auto), got {self.num_workers}")
         _check(self.augment_on in ("worker", "device"), "data.augment_on",
                f"must be 'worker' or 'device', got {self.augment_on!r}")  # fmt: skip
         _check(self.decode in ("worker", "device"), "data.decode", f"must be 'worker' or 'device', got {self.decode!r}")
@@ -281,6 +283,23 @@ def from_dict(nested: dict[str, dict[str, Any]], overrides: dict[str, Any] | Non
     return unflatten(
         {**{f"{s}.{k}": v for s, section in nested.items() for k, v in section.items()}, **(overrides or {})}
     )
+
+
+AUTO_LOADER_WORKERS = 8
+"""The most loader workers `data.num_workers: -1` gives a fold: enough to decode JPEG for one GPU fold of the paper
+preset (docs/benchmarks.md, "GPU (H100)": 5 to 7 needed); more would idle."""
+
+
+def resolve_num_workers(value: int, cpus: float | None = None) -> int:
+    """`data.num_workers` as a count: itself when >= 0; for -1 (auto), the fold's `cpus` (default: the cores this
+    process may run on) minus one for the training process, from 0 to AUTO_LOADER_WORKERS."""
+    if value >= 0:
+        return value
+    if cpus is None:
+        import os
+
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return int(min(AUTO_LOADER_WORKERS, max(0, math.floor(cpus) - 1)))
 
 
 def valid_keys() -> list[str]:

@@ -36,7 +36,7 @@ from farm.checkpoints import (
     predictions_table,
     save_checkpoint,
 )
-from farm.config import Config, ConfigError, flatten, to_dict
+from farm.config import Config, ConfigError, flatten, resolve_num_workers, to_dict
 from farm.data.augment import scaled_block
 from farm.data.dataset import FrameDataset, collate_encoded
 from farm.data.device_augment import augment_batch, decode_crops, in_memory_format, normalize_batch
@@ -164,7 +164,7 @@ def build_loaders(
     for name, ds in sets.items():
         if len(ds) == 0:
             raise ValueError(f"fold {split.fold}: the {name} subjects have no frames in {store.root}")
-    workers = cfg.data.num_workers
+    workers = resolve_num_workers(cfg.data.num_workers)  # -1: this machine's cores (a sweep resolves it per fold)
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     loader_args = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
                        collate_fn=collate_encoded if encoded else None)  # fmt: skip

@@ -165,3 +165,25 @@ def test_tuple_overrides_take_commas_or_yamls_flow_list(text, expected):
 def test_string_tuple_override_in_flow_form_keeps_the_names():
     cfg = unflatten(parse_overrides(["data.modalities=[visual, 'depth']"]))
     assert cfg.data.modalities == ("visual", "depth")
+
+
+def test_auto_loader_workers_follow_the_cpus_up_to_the_cap():
+    from farm.config import AUTO_LOADER_WORKERS, resolve_num_workers
+
+    assert [resolve_num_workers(-1, c) for c in (0.5, 1, 2, 5, 5.9, 16, 64)] == [0, 0, 1, 4, 4, 8, AUTO_LOADER_WORKERS]
+    assert resolve_num_workers(3, 64) == 3 and resolve_num_workers(0) == 0  # a count is kept as it is
+    assert 0 <= resolve_num_workers(-1) <= AUTO_LOADER_WORKERS  # this machine's cores
+    assert load_config("paper").data.num_workers == -1
+    with pytest.raises(ConfigError, match=r"^data.num_workers: must be >= 0, or -1 \(auto\), got -2$"):
+        unflatten({"data.num_workers": -2})
+
+
+def test_a_sweep_unit_resolves_auto_loader_workers_from_its_cpu_share():
+    from farm.sweep.worker import fold_config
+
+    flat = flatten(load_config("paper"))
+    unit = {"fold": "P2", "seed": 7, "name": "P2"}
+    cfg = fold_config({"flat": flat, "threads": 5}, unit)  # 3 folds sharing one GPU of a 16-core node
+    assert (cfg.data.fold, cfg.train.seed, cfg.data.num_workers) == ("P2", 7, 4)
+    assert fold_config({"flat": {**flat, "data.num_workers": 2}, "threads": 5}, unit).data.num_workers == 2
+    assert fold_config({"flat": flat, "threads": 1}, unit).data.num_workers == 0

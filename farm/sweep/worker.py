@@ -26,7 +26,7 @@ from typing import Any
 import ray.train
 from ray.train.v2.api.callback import UserCallback
 
-from farm.config import unflatten
+from farm.config import resolve_num_workers, unflatten
 from farm.evaluate.cv import aggregate_folds, fold_groups, seed_mean
 from farm.files import link_tree, write_text
 
@@ -108,6 +108,14 @@ def trial_units(folds: list[str], seeds: int, base_seed: int) -> list[dict[str, 
             for f in folds for s in range(seeds)]  # fmt: skip
 
 
+def fold_config(config: dict[str, Any], unit: dict[str, Any]):
+    """The Config a trial's unit trains: the trial's flat config with the unit's fold and seed, and
+    `data.num_workers: -1` (auto) resolved from the unit's CPU share (`threads`), not the node's cores."""
+    flat = {**config["flat"], "data.fold": unit["fold"], "train.seed": unit["seed"]}
+    flat["data.num_workers"] = resolve_num_workers(int(flat.get("data.num_workers", 0)), int(config.get("threads", 1)))
+    return unflatten(flat)
+
+
 def fold_worker(config: dict[str, Any]) -> None:
     """Ray Train worker function. config: flat (the trial's flat config), units (`trial_units`), seeds,
     threads, tracking (or None)."""
@@ -119,7 +127,7 @@ def fold_worker(config: dict[str, Any]) -> None:
     rank = ctx.get_world_rank()
     unit = config["units"][rank]
     fold, name, seeded = unit["fold"], unit["name"], int(config.get("seeds", 1)) > 1
-    cfg = unflatten({**config["flat"], "data.fold": fold, "train.seed": unit["seed"]})
+    cfg = fold_config(config, unit)
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     local = Path(tempfile.mkdtemp(prefix=f"farm-{name}-"))
     fold_dir = local / name
