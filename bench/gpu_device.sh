@@ -11,6 +11,7 @@
 #   3. one paper-preset AMF fold end to end, five layouts: workers decode + augment (today's default), augment on
 #      the GPU, decode on the GPU too (nvJPEG), and both with bf16 + channels-last + cudnn.benchmark.
 # At most 8 files come back: gpu.txt, tests.txt, throughput.json and five fold_*.json.
+# SMOKE=1 (no GPU needed): every fold layout for a few batches on the CPU, to check the script before a lease.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/bench/device}
@@ -24,12 +25,17 @@ $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvisio
 
 $PY -m pytest -q -s -p no:cacheprovider tests/data/test_device_decode.py tests/data/test_device_augment.py 2>&1 |
     tail -25 | tee "$OUT/tests.txt"
-$PY bench/gpu.py throughput --out "$OUT/throughput.json" --workers 8 --codecs jpeg --loader-batches 40
+SIZE=(--batches 150)
+if [ "${SMOKE:-0}" = 1 ]; then
+    SIZE=(--batches 2 --warmup 1 --subjects 3 --frames 4 --size 240 --allow-cpu)
+else
+    $PY bench/gpu.py throughput --out "$OUT/throughput.json" --workers 8 --codecs jpeg --loader-batches 40
+fi
 
 fold() {  # name, then bench/gpu.py fold flags
     local name=$1
     shift
-    timeout 120 $PY bench/gpu.py fold --work "$WORK" --batches 150 --out "$OUT/fold_$name.json" "$@" ||
+    timeout 120 $PY bench/gpu.py fold --work "$WORK" "${SIZE[@]}" --out "$OUT/fold_$name.json" "$@" ||
         echo "fold $name failed or timed out (rc $?)"
 }
 fold worker --num-workers 12
