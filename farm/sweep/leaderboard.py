@@ -143,15 +143,21 @@ def close_stopped_runs(client, exp_id: str, rows: list[dict[str, Any]]) -> None:
 
     A failed trial whose runs are still RUNNING (an error other than a divergence, which the worker
     records itself: e.g. its fold group failed more than `max_failures` times) is marked FAILED,
-    with the error as its `failure` tag.
+    with the error as its `failure` tag. An interrupted trial's runs stay RUNNING (`--resume` continues them)
+    and its run gets the `interrupted` tag saying so (removed when it is resumed).
     """
-    from farm.tracking.mlflow import find_run
+    from farm.tracking.mlflow import INTERRUPTED_TAG, find_run
 
     for row in rows:
-        if row["status"] not in ("stopped", "failed"):
+        if row["status"] not in ("stopped", "failed", "interrupted"):
             continue
         parent = find_run(client, exp_id, row["trial"])
         if parent is None:
+            continue
+        if row["status"] == "interrupted":
+            where = f" after epoch {row['epoch']}" if row.get("epoch") is not None else " before its first epoch"
+            client.set_tag(parent, INTERRUPTED_TAG, f"cut off{where} (Ctrl-C or a crash); `farm sweep --resume "
+                                                    "--name <sweep>` continues it")  # fmt: skip
             continue
         if row["status"] == "failed":
             if client.get_run(parent).info.status != "RUNNING":
@@ -238,7 +244,7 @@ def format_rows(rows: list[dict[str, Any]], folds: list[str], top: int, objs: tu
     return lines
 
 
-def footer(opts, nested: bool = False) -> list[str]:
+def footer(opts, nested: bool = False, finished: bool = True) -> list[str]:
     store = opts.tracking_uri
     ui = (f"mlflow ui --backend-store-uri {store} --host 127.0.0.1 --port 5000" if store.startswith("sqlite")
           else f"open {store}")  # fmt: skip
@@ -246,6 +252,8 @@ def footer(opts, nested: bool = False) -> list[str]:
     promote = f"farm promote --sweep {opts.name}" + ("" if default_store else f" --tracking-uri {store}")
     last = (f"register the best: {promote}" if not nested else "register a model: the nested estimate is of the "
             "search procedure and each trial trained one fold; promote the best trial of a joint sweep")  # fmt: skip
+    if not finished and not nested:
+        last = "register the best: nothing to register yet (no trial finished)"
     return [f"results: Tune/Train in {Path(opts.storage) / opts.name}, MLflow experiment {opts.name!r} in {store}",
             f"open them: {ui}", last]  # fmt: skip
 
@@ -266,7 +274,7 @@ def format_leaderboard(rows: list[dict[str, Any]], opts, folds: list[str], top: 
     if multi:
         lines.append(f"Pareto front: {len(front)} trial{'s' * (len(front) != 1)} ({', '.join(r['trial'] for r in front)});"
                      f" farm promote takes the front's best by {objs[0]}, or --metric one of {', '.join(objs)}")  # fmt: skip
-    return "\n".join(lines + footer(opts))
+    return "\n".join(lines + footer(opts, finished=any(r["status"] == "finished" for r in rows)))
 
 
 def select_per_fold(rows_by_fold: dict[str, list[dict[str, Any]]], objective: str) -> dict[str, dict[str, Any]]:

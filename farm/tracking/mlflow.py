@@ -54,6 +54,11 @@ def find_run(client: MlflowClient, exp_id: str, run_name: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+INTERRUPTED_TAG = "interrupted"
+"""Tag of a trial run cut off mid-way (Ctrl-C, a crash) and left RUNNING for `farm sweep --resume`; removed when
+the run is reopened."""
+
+
 def get_or_create_run(
     client: MlflowClient,
     exp_id: str,
@@ -69,6 +74,8 @@ def get_or_create_run(
         run_id = client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
     else:
         client.update_run(run_id, status="RUNNING")
+        if INTERRUPTED_TAG in client.get_run(run_id).data.tags:  # resumed: no longer cut off
+            client.delete_tag(run_id, INTERRUPTED_TAG)
         if tags:
             client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
     return run_id

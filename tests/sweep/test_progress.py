@@ -121,3 +121,17 @@ def test_leaderboard_tells_a_trial_cut_off_from_one_asha_stopped_and_the_hint_co
     assert hint == "3 of 5 trials ended (2 interrupted mid-way); continue with: farm sweep --resume --name s1"
     ended = [r for r in rows if r["trial"] in ("a", "b")]
     assert resume_hint(opts, ended, 2) is None and resume_hint(opts, ended, 4).startswith("2 of 4 trials ended;")
+
+
+def test_the_leaderboard_offers_promote_only_when_a_trial_finished():
+    from farm.sweep.leaderboard import format_leaderboard, leaderboard
+    from farm.sweep.run import SweepOptions
+
+    opts = SweepOptions(name="s1", tracking_uri="sqlite:///elsewhere.db")
+    cut = leaderboard([FakeResult({**epoch(1, 0.3), "trial_id": "c", "done": False})])
+    assert "c              interrupted" in format_leaderboard(cut, opts, ["P1", "P2", "P3"])
+    assert format_leaderboard(cut, opts, ["P1"]).endswith("nothing to register yet (no trial finished)")
+    done = leaderboard([FakeResult({**final(0.6), "trial_id": "a", "done": True})])
+    assert format_leaderboard(done, opts, ["P1"]).endswith(
+        "farm promote --sweep s1 --tracking-uri sqlite:///elsewhere.db"
+    )
