@@ -126,6 +126,10 @@ class AMFConfig:
     guidance_backbone: bool = True
     """Eq. 10's guidance loss trains the backbones too (true, the paper as written) or only the scorers g
     (false; beyond the paper, searchable: docs/design.md)."""
+    scorer_input: str = "own"
+    """What each scorer g^k reads: 'own' = its modality's features a^k (Eq. 2, the paper) or 'all' = every
+    modality's features concatenated (beyond the paper: a scorer that can see the other modalities, so that a blank
+    or noisy one can be scored down; searchable: docs/results.md)."""
 
     def __post_init__(self) -> None:
         _check_finite(self, "amf")
@@ -139,6 +143,8 @@ class AMFConfig:
         _check(
             self.eval_mode in ("mean", "argmax"), "amf.eval_mode", f"must be 'mean' or 'argmax', got {self.eval_mode!r}"
         )
+        _check(self.scorer_input in ("own", "all"), "amf.scorer_input",
+               f"must be 'own' or 'all', got {self.scorer_input!r}")  # fmt: skip
 
 
 @dataclass(frozen=True)

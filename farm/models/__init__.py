@@ -35,6 +35,7 @@ def _amf(cfg: Config, channels: dict[str, int], num_aus: int) -> FusionModel:
         num_samples=a.num_samples, lambda_fused=a.lambda_fused, lambda_modality=a.lambda_modality,
         lambda_guidance=a.lambda_guidance, tau_start=a.tau_start, tau_floor=a.tau_floor, tau_decay=a.tau_decay,
         tau_unit=a.tau_unit, eval_mode=a.eval_mode, eval_seed=a.eval_seed, guidance_backbone=a.guidance_backbone,
+        scorer_input=a.scorer_input,
     )  # fmt: skip
 
 

@@ -10,7 +10,8 @@ the one-hot selection or its product with a (issue 16: the same draws, values an
 `gumbel_select`, the form Eq. 4-6 are written in, at a fraction of the CPU cost; docs/benchmarks.md).
 The scorer is guided towards |dL^k/da^k| (Eq. 10), a detached target; the guidance trains the
 scorer and, through a^k, the backbone (as the paper states it), or the scorer alone with
-`guidance_backbone=False` (a knob beyond the paper).
+`guidance_backbone=False` (a knob beyond the paper). `scorer_input="all"` (beyond the paper too) lets each g^k
+read every modality's features, concatenated, instead of a^k alone.
 Objective: lambda_* L* + sum_k (lambda_k L^k + lambda*_k L*k) (Eq. 11).
 
 Evaluation (`eval_mode`):
@@ -185,6 +186,7 @@ class AMF(FusionModel):
         eval_mode: str = "mean",
         eval_seed: int = 0,
         guidance_backbone: bool = True,
+        scorer_input: str = "own",
     ) -> None:
         super().__init__()
         self.modalities = tuple(backbones)
@@ -193,7 +195,11 @@ class AMF(FusionModel):
         if len(dims) != 1:
             raise ValueError(f"AMF needs backbones of one feature size, got {sorted(dims)}")
         dim = dims.pop()
-        self.scorers = nn.ModuleDict({m: nn.Linear(dim, dim) for m in backbones})  # g^k, Eq. 2
+        if scorer_input not in ("own", "all"):
+            raise ValueError(f"scorer_input must be 'own' or 'all', got {scorer_input!r}")
+        self.scorer_input = scorer_input
+        width = dim * (len(backbones) if scorer_input == "all" else 1)
+        self.scorers = nn.ModuleDict({m: nn.Linear(width, dim) for m in backbones})  # g^k, Eq. 2
         self.classifiers = nn.ModuleDict({m: nn.Linear(dim, num_aus) for m in backbones})  # C^k, Eq. 8
         self.classifier = nn.Linear(dim, num_aus)  # C*, Eq. 9
         self.num_samples = num_samples
@@ -214,7 +220,8 @@ class AMF(FusionModel):
         # modality's benefit, for 0.1 % of picks; (B, M, D) casts, negligible next to the (B, K, M, D) work
         a = torch.stack([feats[m] for m in self.modalities], dim=1).float()  # modality-major, (B, M, D)
         # log(alpha^k) with alpha^k = sigmoid(g^k(a^k)), computed as logsigmoid for stability.
-        scores = [self.scorers[m](feats[m]).float() for m in self.modalities]  # g^k(a^k), each (B, D)
+        context = torch.cat([feats[m] for m in self.modalities], dim=1) if self.scorer_input == "all" else None
+        scores = [self.scorers[m](self._scorer_in(feats, m, context)).float() for m in self.modalities]  # each (B, D)
         log_alpha = torch.stack([F.logsigmoid(g) for g in scores], dim=1)  # (B, M, D)
         alpha_in = log_alpha if torch.is_grad_enabled() else log_alpha.detach()  # no backward: no softmax either
         if self.training:
@@ -236,8 +243,13 @@ class AMF(FusionModel):
             out[f"alpha/{m}"] = log_alpha[:, self.modalities.index(m)].exp()  # (B, D)
             out[f"logits/{m}"] = self.classifiers[m](feats[m])  # C^k(a^k), (B, A)
             if self.training and not self.guidance_backbone:  # Eq. 10 trains the scorer g^k only
-                out[f"alpha_guide/{m}"] = torch.sigmoid(self.scorers[m](feats[m].detach()))  # (B, D)
+                guide_in = self._scorer_in(feats, m, context).detach()
+                out[f"alpha_guide/{m}"] = torch.sigmoid(self.scorers[m](guide_in))  # (B, D)
         return out
+
+    def _scorer_in(self, feats: dict[str, torch.Tensor], m: str, context: torch.Tensor | None) -> torch.Tensor:
+        """What g^m reads: a^m (B, D), or with scorer_input 'all' every modality's features (B, M D)."""
+        return feats[m] if context is None else context
 
     def loss(
         self, out: dict[str, torch.Tensor], target: torch.Tensor, mask: torch.Tensor

@@ -328,3 +328,34 @@ def test_bf16_autocast_on_the_cpu_runs_with_finite_losses_and_a_float32_selectio
     ref, ref_parts, _ = run(bf16=False)
     assert ref["fused_logits"].dtype == torch.float32
     assert float(parts["loss"]) == pytest.approx(float(ref_parts["loss"]), rel=0.05)  # bf16 rounding, same model
+
+
+@pytest.mark.parametrize("guidance_backbone", [True, False])
+def test_scorers_reading_all_modalities_see_the_other_modality(guidance_backbone):
+    """amf.scorer_input=all (beyond the paper): alpha^visual depends on the depth input too; 'own' (the paper's
+    Eq. 2) does not. The guidance still trains g^k, and with guidance_backbone=false never the backbones."""
+    x, target, mask = _batch()
+    other = {**x, "depth": torch.randn_like(x["depth"])}
+    for scorer_input, sees in (("own", False), ("all", True)):
+        m = _amf(**{"amf.scorer_input": scorer_input, "amf.guidance_backbone": guidance_backbone})
+        dim = m.classifier.in_features
+        assert m.scorers["visual"].weight.shape == (dim, dim * (2 if sees else 1))
+        m.eval()
+        with torch.no_grad():
+            changed = not torch.allclose(m(x)["alpha/visual"], m(other)["alpha/visual"])
+        assert changed == sees, scorer_input
+        m.train()
+        only_guidance = _amf(**{"amf.scorer_input": scorer_input, "amf.guidance_backbone": guidance_backbone,
+                                "amf.lambda_fused": 0.0, "amf.lambda_modality": 0.0})  # fmt: skip
+        loss, _ = only_guidance.loss(only_guidance(x), target, mask)
+        loss.backward()
+        assert only_guidance.scorers["visual"].weight.grad.abs().sum() > 0
+        backbone = sum(float(p.grad.abs().sum()) for p in only_guidance.backbones.parameters() if p.grad is not None)
+        assert (backbone > 0) == guidance_backbone
+
+
+def test_scorer_input_is_checked():
+    from farm.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^amf.scorer_input: must be 'own' or 'all', got 'both'$"):
+        unflatten({"amf.scorer_input": "both"})
