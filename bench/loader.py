@@ -132,6 +132,23 @@ def loader_rate(store: FrameStore, crop: int, workers: int, batches: int, batch:
     return n / (time.perf_counter() - t0)
 
 
+def all_subjects_split(store: FrameStore) -> Split:
+    """Every subject in every partition: the benchmarks time loaders, not generalisation."""
+    subjects = tuple(sorted(set(store.subjects)))
+    return Split(fold="bench", train=subjects, val=subjects, test=subjects)
+
+
+def one_batch_sets(store: FrameStore, key: str, overrides: dict) -> tuple[dict, np.ndarray]:
+    """The paper preset's train FrameDatasets with `key` set to worker and to device (in-process, 0 workers), and
+    the indices of one batch drawn from them (seed 0): what the per-batch CPU timings make items of."""
+    cfg = load_config("paper", {"data.path": str(store.root), "augment.crop_size": 224, "data.num_workers": 0,
+                                **overrides})  # fmt: skip
+    split = all_subjects_split(store)
+    sets = {p: build_loaders(unflatten({key: p}, cfg), store, split, store.meta.modality_names)["train"].dataset
+            for p in ("worker", "device")}  # fmt: skip
+    return sets, np.random.default_rng(0).permutation(len(sets["worker"]))[: cfg.train.batch_size]
+
+
 def augment_on_rate(store: FrameStore, augment_on: str, workers: int, batches: int, device: torch.device,
                     decode: str = "worker") -> float:  # fmt: skip
     """Train-loader frames/s at steady state, every batch made into the model's inputs on `device` as training
@@ -140,8 +157,7 @@ def augment_on_rate(store: FrameStore, augment_on: str, workers: int, batches: i
     cfg = load_config("paper", {"data.path": str(store.root), "augment.crop_size": 224, "data.num_workers": workers,
                                 "data.augment_on": augment_on, "data.decode": decode})  # fmt: skip
     modalities = store.meta.modality_names
-    subjects = tuple(sorted(set(store.subjects)))
-    split = Split(fold="bench", train=subjects, val=subjects, test=subjects)
+    split = all_subjects_split(store)
     n = len(build_loaders(cfg, store, split, modalities)["train"].dataset)
     sampler = RandomSampler(range(n), replacement=True, num_samples=(batches + 1) * cfg.train.batch_size,
                             generator=torch.Generator().manual_seed(0))  # fmt: skip
@@ -162,12 +178,7 @@ def augment_on_cpu_ms(store: FrameStore, repeats: int) -> dict[str, float]:
     """CPU time of this process per batch of 50, one batch made in-process without a DataLoader (no IPC, no
     pinning): the train FrameDataset's items + collation, and for `device` the batch augmentation (on the CPU).
     Medians of interleaved repeats; process time, so other processes on the machine matter less."""
-    cfg = load_config("paper", {"data.path": str(store.root), "augment.crop_size": 224, "data.num_workers": 0})
-    subjects = tuple(sorted(set(store.subjects)))
-    split = Split(fold="bench", train=subjects, val=subjects, test=subjects)
-    sets = {p: build_loaders(unflatten({"data.augment_on": p}, cfg), store, split, store.meta.modality_names)["train"]
-            .dataset for p in ("worker", "device")}  # fmt: skip
-    order = np.random.default_rng(0).permutation(len(sets["worker"]))[: cfg.train.batch_size]
+    sets, order = one_batch_sets(store, "data.augment_on", {})
     times: dict[str, list[float]] = {"worker": [], "device_items": [], "device_batch": []}
     for _ in range(repeats):
         t0 = time.process_time()
@@ -186,13 +197,7 @@ def decode_ms(store: FrameStore, repeats: int, device: torch.device) -> dict[str
     """Per batch of 50 JPEG frames (paper settings), medians of interleaved repeats, in ms: the train items +
     collation in one process (CPU time) with `data.decode: worker` ("worker_items": decode + crop) and `device`
     ("device_items": the bytes copied out), and `decode_crops` on `device` ("decode", wall time, synchronised)."""
-    cfg = load_config("paper", {"data.path": str(store.root), "augment.crop_size": 224, "data.num_workers": 0,
-                                "data.augment_on": "device"})  # fmt: skip
-    subjects = tuple(sorted(set(store.subjects)))
-    split = Split(fold="bench", train=subjects, val=subjects, test=subjects)
-    sets = {p: build_loaders(unflatten({"data.decode": p}, cfg), store, split, store.meta.modality_names)["train"]
-            .dataset for p in ("worker", "device")}  # fmt: skip
-    order = np.random.default_rng(0).permutation(len(sets["worker"]))[: cfg.train.batch_size]
+    sets, order = one_batch_sets(store, "data.decode", {"data.augment_on": "device"})
     times: dict[str, list[float]] = {"worker_items": [], "device_items": [], "decode": []}
     for _ in range(repeats):
         t0 = time.process_time()

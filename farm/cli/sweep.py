@@ -17,10 +17,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         protocol=args.protocol, tracking_relay=args.tracking_relay,
                         gpus_per_fold=args.gpus_per_fold, cpus_per_fold=args.cpus_per_fold)  # fmt: skip
     rows = run_sweep(opts)
-    if any(r["status"] == "interrupted" for r in rows) and not any(r["status"] == "finished" for r in rows):
+    finished = any(r["status"] == "finished" for r in rows)
+    if not finished and any(r["status"] == "interrupted" for r in rows):
         print("farm: interrupted; continue with the --resume command above", file=sys.stderr)
         return 130
-    if rows and not any(r["status"] == "finished" for r in rows):
+    if rows and not finished:
         print(f"farm: error: no trial of the sweep finished ({len(rows)} failed or stopped); see the trial errors above",
               file=sys.stderr)  # fmt: skip
         return 1
