@@ -87,16 +87,21 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", keys: 
 def predictions_table(
     subjects: np.ndarray, tasks: np.ndarray, frames: np.ndarray, probs: np.ndarray, labels: np.ndarray,
     aus: tuple[str, ...] | list[str], fold: str | np.ndarray, seed: int | np.ndarray | None = None,
+    partition: int | np.ndarray | None = None,
 ) -> pa.Table:  # fmt: skip
-    """One row per frame: subject, task, frame, fold (one name, or one per frame), [seed], p_<AU>, y_<AU> (1, 0, -1).
+    """One row per frame: subject, task, frame, fold (one name, or one per frame), [seed], [partition], p_<AU>,
+    y_<AU> (1, 0, -1).
 
     `seed` (one value, or one per row): the training seed of the model that predicted the row; without it the
-    table has no `seed` column, and reading it back gives seed 0."""
+    table has no `seed` column, and reading it back gives seed 0. `partition` likewise: the subject partition
+    (`data.partition`) the row's fold came from; without it, partition 0."""
     folds = np.broadcast_to(np.asarray(fold, dtype=object), (len(subjects),)).astype(str)
     cols = {"subject": pa.array(subjects.astype(str)), "task": pa.array(tasks.astype(str)),
             "frame": pa.array(frames.astype(np.int64)), "fold": pa.array(folds)}  # fmt: skip
     if seed is not None:
         cols["seed"] = pa.array(np.broadcast_to(np.asarray(seed, dtype=np.int64), (len(subjects),)))
+    if partition is not None:
+        cols["partition"] = pa.array(np.broadcast_to(np.asarray(partition, dtype=np.int64), (len(subjects),)))
     for j, au in enumerate(aus):
         cols[f"p_{au}"] = pa.array(probs[:, j].astype(np.float32))
     for j, au in enumerate(aus):
@@ -118,10 +123,15 @@ class Predictions:
     seed: np.ndarray | None = None
     """(N,) int: the training seed of the model that predicted each row (several seeds: the same frames once per
     seed); None (and a file without the column) = 0 for every row."""
+    partition: np.ndarray | None = None
+    """(N,) int: the subject partition (`data.partition`) of the row's fold (several partitions: the same frames
+    once per partition, and per seed); None (and a file without the column) = 0 for every row."""
 
     def __post_init__(self) -> None:
         if self.seed is None:
             self.seed = np.zeros(len(self.subject), dtype=np.int64)
+        if self.partition is None:
+            self.partition = np.zeros(len(self.subject), dtype=np.int64)
 
     @classmethod
     def from_table(cls, table: pa.Table, where: str = "predictions") -> Predictions:
@@ -132,9 +142,10 @@ class Predictions:
             raise ValueError(f"{where}: not a predictions table (missing columns {missing or ['p_<AU>']})")
         col = lambda c: table.column(c).to_numpy(zero_copy_only=False)  # noqa: E731
         seed = table.column("seed").fill_null(0).to_numpy().astype(np.int64) if "seed" in names else None
+        part = table.column("partition").fill_null(0).to_numpy().astype(np.int64) if "partition" in names else None
         return cls(np.asarray(col("subject"), dtype=object), np.asarray(col("task"), dtype=object), col("frame"),
                    np.asarray(col("fold"), dtype=object), np.stack([col(f"p_{a}") for a in aus], 1),
-                   np.stack([col(f"y_{a}") for a in aus], 1).astype(np.int8), aus, seed)  # fmt: skip
+                   np.stack([col(f"y_{a}") for a in aus], 1).astype(np.int8), aus, seed, part)  # fmt: skip
 
     @classmethod
     def read(cls, paths: Iterable[str | Path]) -> Predictions:
@@ -148,7 +159,7 @@ class Predictions:
         if not tables:
             raise ValueError("no prediction files given")
         try:
-            table = pa.concat_tables(tables)
+            table = pa.concat_tables(tables, promote_options="default")  # a file without `partition`: null -> 0
         except pa.ArrowException as e:
             raise ValueError(f"predictions {', '.join(map(str, paths))} do not share one schema ({e})") from None
         return cls.from_table(table, ", ".join(map(str, paths)))
@@ -160,11 +171,11 @@ class Predictions:
     def select(self, rows: np.ndarray) -> Predictions:
         return dataclasses.replace(self, subject=self.subject[rows], task=self.task[rows], frame=self.frame[rows],
                                    fold=self.fold[rows], probs=self.probs[rows], labels=self.labels[rows],
-                                   seed=self.seed[rows])  # fmt: skip
+                                   seed=self.seed[rows], partition=self.partition[rows])  # fmt: skip
 
     def to_table(self) -> pa.Table:
         return predictions_table(self.subject, self.task, self.frame, self.probs, self.labels, self.aus, self.fold,
-                                 self.seed)  # fmt: skip
+                                 self.seed, self.partition if self.partition.any() else None)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

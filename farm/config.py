@@ -59,6 +59,10 @@ class DataConfig:
     """Share of the fold's training subjects held out (subject-exclusive) for early stopping."""
     split_seed: int = 0
     """Seed of the validation carve-out."""
+    partition: int = 0
+    """Which subject partition the folds come from: 0 = the standard partitions (or data.fold_file); r >= 1 = a
+    fresh subject-exclusive split of the same subjects into as many partitions, balanced on sex, drawn with seed r
+    (`redraw_partitions` in farm/data/folds.py; `sweep.partitions` trains every fold of r = 0..N-1)."""
     num_workers: int = 0
     """DataLoader worker processes decoding frames (0 = decode in the training process; -1 = auto: the fold's CPUs
     minus one for the training process, at most 8: in `farm sweep` the fold's CPU share, in `farm train` this
@@ -78,6 +82,7 @@ class DataConfig:
         _check_finite(self, "data")
         _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         _check(len(self.aus) > 0, "data.aus", "must name at least one AU")
+        _check(self.partition >= 0, "data.partition", f"must be >= 0 (0 = the standard partitions), got {self.partition}")
         _check(self.num_workers >= -1, "data.num_workers", f"must be >= 0, or -1 (auto), got {self.num_workers}")
         _check(self.augment_on in ("worker", "device"), "data.augment_on",
                f"must be 'worker' or 'device', got {self.augment_on!r}")  # fmt: skip

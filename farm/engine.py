@@ -40,7 +40,7 @@ from farm.config import Config, ConfigError, flatten, resolve_num_workers, to_di
 from farm.data.augment import scaled_block
 from farm.data.dataset import FrameDataset, collate_encoded
 from farm.data.device_augment import augment_batch, decode_crops, in_memory_format, normalize_batch
-from farm.data.folds import Split, make_split, resolve_partitions
+from farm.data.folds import Split, make_split, redraw_partitions, resolve_partitions
 from farm.data.perturb import Condition, conditions, drop_modalities, metric_suffix, perturb
 from farm.data.store import FrameStore
 from farm.files import atomic_path
@@ -121,11 +121,15 @@ def check_precision(precision: str, device: torch.device) -> None:
 def fold_split(cfg: Config, store: FrameStore) -> tuple[Split, dict[str, str]]:
     """The fold's split and a record of the partitions it came from (source, hash, notes)."""
     parts, notes = resolve_partitions(store.meta, set(store.subjects), cfg.data.fold_file)
+    standard = parts.source_hash or parts.hash  # the partitions list as shipped or given
+    parts = redraw_partitions(parts, store.meta.subjects, cfg.data.partition)
     split = make_split(parts.parts, cfg.data.fold, cfg.data.val_fraction, cfg.data.split_seed)
-    # the hash of the partitions list as shipped or given (the split hash covers the subjects used)
+    # the split hash covers the subjects used; partition r >= 1 records the redrawn list's own hash too
     return split, {
         "partitions": parts.source,
-        "partitions_hash": parts.source_hash or parts.hash,
+        "partitions_hash": standard,
+        "partition": cfg.data.partition,
+        **({"partition_hash": parts.hash} if cfg.data.partition else {}),
         "notes": " ".join(notes),
     }
 
@@ -455,7 +459,8 @@ def fit_fold(
     test = summarize(au_counts(probs, labels), cfg.data.aus)
     if ckpt:  # per-frame test predictions: the subject-level bootstrap of `farm promote` reads them
         ids = store.frame_ids(loaders["test"].dataset.indices)
-        table = predictions_table(ids["subject"], ids["task"], ids["frame"], probs, labels, cfg.data.aus, split.fold)
+        table = predictions_table(ids["subject"], ids["task"], ids["frame"], probs, labels, cfg.data.aus, split.fold,
+                                  partition=cfg.data.partition or None)  # fmt: skip
         with atomic_path(ckpt / PREDICTIONS_FILE) as tmp:  # a new file: a round's hard link keeps its version
             pq.write_table(table, tmp)
     tracker.log_metrics({"test/f1_mean": test["f1_mean"], **{f"test/f1_{au}": f for au, f in test["f1"].items()}})

@@ -171,6 +171,19 @@ def resolve_partitions(meta: DatasetMeta, present: set[str], fold_file: str = ""
     return parts, notes
 
 
+def redraw_partitions(parts: Partitions, subjects: dict[str, dict], r: int) -> Partitions:
+    """Partition r of a repeated-partition study: r = 0 is `parts` itself; r >= 1 deals the same subjects into as
+    many partitions, under the same names, balanced on sex (`balanced_partitions`, the strata of the shipped lists;
+    `subjects`: name -> {sex}, a subject without one is its own stratum '?') with seed r."""
+    if r == 0:
+        return parts
+    if r < 0:
+        raise FoldError(f"data.partition must be >= 0, got {r}")
+    strata = {s: {"sex": (subjects.get(s) or {}).get("sex", "?")} for s in sorted(parts.subjects)}
+    dealt = balanced_partitions(strata, len(parts.parts), seed=r)
+    return Partitions(dict(zip(parts.parts, dealt.values())), source=f"{parts.source}, redrawn (sex-balanced, seed {r})")
+
+
 def make_split(parts: dict[str, tuple[str, ...]], fold: str, val_fraction: float = 0.2, seed: int = 0) -> Split:
     """Fold `fold` tests on partition `fold`; validation subjects are drawn from the rest."""
     if fold not in parts:

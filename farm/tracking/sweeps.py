@@ -321,7 +321,7 @@ def fold_predictions(client: MlflowClient, record: TrialRecord, folds: Iterable[
                                      "is not an integer") from None  # fmt: skip
             parts.append(part.to_table())
         try:
-            return Predictions.from_table(pa.concat_tables(parts), ", ".join(map(str, paths)))
+            return Predictions.from_table(pa.concat_tables(parts, promote_options="default"), ", ".join(map(str, paths)))
         except pa.ArrowException as e:
             raise ValueError(f"the test predictions of trial {record.trial} do not share one schema ({e})") from None
 

@@ -7,6 +7,7 @@ from farm.data.folds import (
     check_partitions,
     make_split,
     read_partitions,
+    redraw_partitions,
     resolve_partitions,
     standard_partitions,
     write_bp4dplus_partitions,
@@ -115,3 +116,25 @@ def test_partitions_files_with_duplicate_keys_are_refused(tmp_path):
     f.write_text("partitions:\n  P1: [F001]\n  P2: [F002]\n  P1: [F003]\n")
     with pytest.raises(FoldError, match=r"parts.yaml: duplicate key 'P1' on line 4 \(first on line 2\)"):
         read_partitions(f)
+
+
+def test_redrawn_partitions_are_new_subject_exclusive_sex_balanced_splits_of_the_same_subjects():
+    parts = standard_partitions("bp4d")
+    sexes = {s: {"sex": s[0]} for s in parts.subjects}
+    assert redraw_partitions(parts, sexes, 0) is parts  # r = 0: the standard list itself
+    seen = {parts.hash}
+    for r in (1, 2, 3):
+        new = redraw_partitions(parts, sexes, r)
+        check_partitions(new.parts)  # disjoint, none empty
+        assert new.subjects == parts.subjects and list(new.parts) == list(parts.parts)
+        assert redraw_partitions(parts, sexes, r).hash == new.hash  # seeded: the same list again
+        for p in new.parts.values():  # dealt round-robin within each sex: sizes and sexes even
+            females = sum(s.startswith("F") for s in p)
+            assert abs(len(p) - len(parts.subjects) / 3) < 1 and abs(females - 23 / 3) < 1
+        seen.add(new.hash)
+        for fold in new.parts:  # a fold's split stays subject-exclusive
+            split = make_split(new.parts, fold)
+            assert not set(split.test) & (set(split.train) | set(split.val))
+    assert len(seen) == 4
+    with pytest.raises(FoldError):
+        redraw_partitions(parts, sexes, -1)
