@@ -135,12 +135,13 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         "own validation subjects and testing once on its test partition. The objective is the fold-mean "
         "validation F1; ASHA stops weak trials on it per epoch. Every trial is a parent MLflow run, every fold a "
         "child run. --seeds N trains every fold N times (the objective and every F1 average the seeds; their "
-        "spread is reported). --protocol nested runs one search per outer fold instead (a trial trains only that "
+        "spread is reported); --partitions N repeats the folds on N subject partitions (the standard one and "
+        "N-1 sex-balanced redraws). --protocol nested runs one search per outer fold instead (a trial trains only that "
         "fold; --trials per fold) and reports the mean test F1 of each fold's selected configuration. With no "
         "arguments: the smoke sweep on the synthetic set (generated if missing), a local Ray and ./mlflow.db.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  farm sweep\n  farm sweep --space search_spaces/amf_bp4d.yaml --data data/bp4d --trials 40 "
-        "--address auto\n  farm sweep --seeds 3 --protocol nested\n  farm sweep --resume --name smoke-20261124-101500",
+        "--address auto\n  farm sweep --seeds 3 --protocol nested\n  farm sweep --partitions 3 --seeds 2\n  farm sweep --resume --name smoke-20261124-101500",
     )
     p.add_argument("--space", default="smoke", help="search-space YAML file or name in search_spaces/ (default smoke)")
     p.add_argument("--data", default="", help="prepared dataset (default data/synthetic, generated if missing)")
@@ -159,6 +160,10 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="TPE sampler seed")
     p.add_argument("--seeds", type=int, default=0, help="training seeds per fold: train.seed + 0..N-1, the subject "
                    "split unchanged (default: the space file's sweep.seeds, else 1)")  # fmt: skip
+    p.add_argument("--partitions", type=int, default=0, help="subject partitions: every trial trains every fold "
+                   "of N subject-exclusive partitions (0: the standard one; 1..N-1: sex-balanced redraws, seed r); "
+                   "the objective averages them and their spread is reported (default: the space file's "
+                   "sweep.partitions, else 1)")  # fmt: skip
     p.add_argument("--protocol", default="", help="joint: one search, a trial "
                    "trains every fold; nested: one search per outer fold (default: the space file's sweep.protocol, "
                    "else joint)")  # fmt: skip

@@ -14,6 +14,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     opts = SweepOptions(space=args.space, data=args.data, fusion=args.fusion, trials=args.trials,
                         max_concurrent=args.max_concurrent, address=args.address, tracking_uri=args.tracking_uri,
                         name=args.name, storage=args.storage, resume=args.resume, seed=args.seed, seeds=args.seeds,
+                        partitions=args.partitions,
                         protocol=args.protocol, tracking_relay=args.tracking_relay,
                         gpus_per_fold=args.gpus_per_fold, cpus_per_fold=args.cpus_per_fold)  # fmt: skip
     rows = run_sweep(opts)

@@ -2,7 +2,8 @@
 trials ASHA stopped, and (nested protocol) each outer fold's selection and the outer estimate.
 
 A row is one trial: its status, objectives, test F1 mean ± std over folds of the seed means, the seed
-spread, and its per-fold test F1 (seed means).
+spread, and its per-fold test F1 (seed means); with several subject partitions, the spread over partitions
+and a column per partition (its fold mean) instead of per fold.
 """
 
 from __future__ import annotations
@@ -95,11 +96,18 @@ class Progress:
 
 
 def fold_means(results: list[dict[str, Any]]) -> dict[str, float]:
-    """{fold: mean test F1 over its seeds} from a final result's `results` (one entry per fold and seed)."""
-    by_fold: dict[str, list[float]] = {}
+    """{fold: mean test F1 over its seeds} from a final result's `results` (one entry per fold and seed); with
+    several partitions (results carrying `partition`) {r<p>: the partition's mean over folds of the seed means}."""
+    by_fold: dict[tuple[int, str], list[float]] = {}
     for r in results:
-        by_fold.setdefault(r["fold"], []).append(r["test"]["f1_mean"])
-    return {f: float(sum(v) / len(v)) for f, v in by_fold.items()}
+        by_fold.setdefault((int(r.get("partition", -1)), r["fold"]), []).append(r["test"]["f1_mean"])
+    means = {k: float(sum(v) / len(v)) for k, v in by_fold.items()}
+    if all(p < 0 for p, _ in means):
+        return {f: v for (_, f), v in means.items()}
+    by_part: dict[str, list[float]] = {}
+    for (p, _), v in means.items():
+        by_part.setdefault(f"r{p}", []).append(v)
+    return {p: float(sum(v) / len(v)) for p, v in by_part.items()}
 
 
 def leaderboard(grid, objs: tuple[str, ...] | list[str] = (OBJECTIVE,)) -> list[dict[str, Any]]:
@@ -124,6 +132,7 @@ def leaderboard(grid, objs: tuple[str, ...] | list[str] = (OBJECTIVE,)) -> list[
                "val": m.get(OBJECTIVE, float("nan")), "test": m.get("cv/test_f1_mean", float("nan")),
                "test_std": m.get("cv/test_f1_std", float("nan")), "epoch": m.get("epoch"), "folds": {},
                "seed_std": m.get("cv/test_f1_seed_std", float("nan")),
+               "partition_std": m.get("cv/test_f1_partition_std", float("nan")),
                "config": dict(r.config or {}), "reason": reason, "pareto": False,
                "objectives": {k: float(m.get(k, float("nan"))) for k in objs}}  # fmt: skip
         if m.get("results"):
@@ -216,13 +225,15 @@ def _pct(v: float, width: int) -> str:
 
 
 def format_rows(rows: list[dict[str, Any]], folds: list[str], top: int, objs: tuple[str, ...] | list[str],
-                seeds: int) -> list[str]:  # fmt: skip
+                seeds: int, partitions: int = 1) -> list[str]:  # fmt: skip
     """The leaderboard's table: a header line and one line per trial (a failed one: its reason under it).
 
-    One fold (a nested search): its test F1, no std over folds and no per-fold columns."""
+    One fold (a nested search): its test F1, no std over folds and no per-fold columns. Several partitions:
+    `folds` are the partitions' columns (r0, r1, ...), and the test F1 carries the partition sd."""
     extra = [k for k in objs if k != OBJECTIVE]  # objectives other than the clean val F1 get a column each
     one = len(folds) == 1
-    test_head = ("test F1" if one else "test F1 mean ± std") + (" (seed sd)" if seeds > 1 else "")
+    test_head = ("test F1" if one else "test F1 mean ± std") + (" (seed sd)" if seeds > 1 else "") + (
+        " [partition sd]" if partitions > 1 else "")  # fmt: skip
     width = len(test_head) + 1
     sw = max([9] + [len(r["status"]) for r in rows[:top]])  # 'interrupted' is the longest
     lines = [f"{'trial':14s} {'status':{sw}s} {'val F1':>7s} " + "".join(f"{short_metric(k)[:13]:>14s}" for k in extra)
@@ -233,6 +244,7 @@ def format_rows(rows: list[dict[str, Any]], folds: list[str], top: int, objs: tu
         if math.isfinite(r["test"]):
             test = f"{100 * r['test']:6.1f}" + ("" if one else f" ± {100 * r['test_std']:4.1f}")
             test += f" ({_pct(r.get('seed_std', math.nan), 3).strip()})" if seeds > 1 else ""
+            test += f" [{_pct(r.get('partition_std', math.nan), 3).strip()}]" if partitions > 1 else ""
         more = "".join(_pct(r["objectives"].get(k, math.nan), 14) for k in extra)
         mark = "*" if r.get("pareto") else " "
         lines.append(f"{r['trial'] + mark:14s} {r['status']:{sw}s} {_pct(r['val'], 7)} {more} {test:>{width}s}{per}")
@@ -259,7 +271,8 @@ def footer(opts, nested: bool = False, finished: bool = True) -> list[str]:
 
 
 def format_leaderboard(rows: list[dict[str, Any]], opts, folds: list[str], top: int = 5,
-                       objs: tuple[str, ...] | list[str] = (OBJECTIVE,), seeds: int = 1) -> str:  # fmt: skip
+                       objs: tuple[str, ...] | list[str] = (OBJECTIVE,), seeds: int = 1,
+                       partitions: int = 1) -> str:  # fmt: skip
     multi = len(objs) > 1
     front = [r for r in rows if r.get("pareto")]
     if multi:  # the front first, then the rest; within each, by the first objective
@@ -270,7 +283,13 @@ def format_leaderboard(rows: list[dict[str, Any]], opts, folds: list[str], top: 
             if multi else f"top trials by {by} (the objective)") + "; test F1 is reported, never optimised")  # fmt: skip
     if seeds > 1:
         head += f"\n{seeds} seeds per fold: every F1 is the mean over folds of the seed means; seed sd = the std over a fold's seeds, averaged over folds"  # fmt: skip
-    lines = [head, *format_rows(rows, folds, top, objs, seeds)]
+    if partitions > 1:
+        head += (f"\n{partitions} subject partitions (r0 the standard folds, r1.. sex-balanced redraws), each fold of "
+                 "each trained: every F1 is the mean over partitions of the fold means; ± = the std over folds "
+                 "within a partition (averaged), partition sd = the std over partitions; columns r<p>: each "
+                 "partition's fold mean (stds: sample, ddof 1)")  # fmt: skip
+        folds = [f"r{p}" for p in range(partitions)]
+    lines = [head, *format_rows(rows, folds, top, objs, seeds, partitions)]
     if multi:
         lines.append(f"Pareto front: {len(front)} trial{'s' * (len(front) != 1)} ({', '.join(r['trial'] for r in front)});"
                      f" farm promote takes the front's best by {objs[0]}, or --metric one of {', '.join(objs)}")  # fmt: skip
@@ -305,8 +324,11 @@ def format_nested(rows_by_fold: dict[str, list[dict[str, Any]]], selected: dict[
         f"{f} {r['trial']} val {100 * r['val']:.1f} test {100 * r['test']:.1f}" for f, r in selected.items()
     )
     if summary:
+        parts = int(summary.get("cv/num_partitions", 1))
+        spread = (f" (sd over folds, sample), partition sd {100 * summary['cv/test_f1_nested_partition_std']:.1f}, over "
+                  f"{parts} partitions x {len(selected) // parts}" if parts > 1 else " over " + str(len(selected)))
         lines.append(f"nested estimate: test F1 {100 * summary['cv/test_f1_nested_mean']:.1f} ± "
-                     f"{100 * summary['cv/test_f1_nested_std']:.1f} over {len(selected)} outer folds, each the "
+                     f"{100 * summary['cv/test_f1_nested_std']:.1f}{spread} outer folds, each the "
                      f"configuration its own search selected ({picks}); MLflow run {NESTED_SUMMARY!r}")  # fmt: skip
     else:
         missing = [f for f in rows_by_fold if f not in selected]
@@ -316,14 +338,14 @@ def format_nested(rows_by_fold: dict[str, list[dict[str, Any]]], selected: dict[
 
 
 def log_nested_summary(client, exp_id: str, selected: dict[str, dict[str, Any]], tags: dict[str, str],
-                       seeds: int) -> dict[str, float]:  # fmt: skip
+                       seeds: int, partition_of: dict[str, int] | None = None) -> dict[str, float]:  # fmt: skip
     """The outer estimate in the sweep's experiment: run `nested-summary` (tag protocol=nested; the selected
     trial and its run per outer fold as params and tags; cv/test_f1_nested_mean and _std; per fold the
     selected trial's test and validation F1). Returns the estimate."""
     from farm.evaluate.cv import nested_estimate
     from farm.tracking.mlflow import RunTracker, find_run, get_or_create_run
 
-    summary = nested_estimate({f: r["test"] for f, r in selected.items()})
+    summary = nested_estimate({f: r["test"] for f, r in selected.items()}, partition_of)
     runs = {f: find_run(client, exp_id, r["trial"]) or "" for f, r in selected.items()}
     run = get_or_create_run(client, exp_id, NESTED_SUMMARY, tags={**tags, "protocol": "nested",
                                                                   "farm.kind": NESTED_SUMMARY})  # fmt: skip

@@ -25,6 +25,9 @@ class SweepOptions:
     """Seed of the Optuna sampler (not of training: that is train.seed)."""
     seeds: int = 0
     """Training seeds per fold; 0 = the space file's sweep.seeds (default 1)."""
+    partitions: int = 0
+    """Subject partitions; 0 = the space file's sweep.partitions (default 1: the standard folds). With N > 1 every
+    trial trains every fold of partitions r = 0..N-1 (r >= 1: a fresh sex-balanced split, `data.partition`)."""
     protocol: str = ""
     """joint | nested; empty = the space file's sweep.protocol (default joint)."""
     cpus_per_fold: float = 0.0

@@ -51,13 +51,15 @@ def resolve_options(opts: SweepOptions) -> SweepOptions:
         if not saved.exists():
             raise SweepError(f"nothing to resume: {saved} not found")
         stored = SweepOptions(**json.loads(saved.read_text()))
-        for key in ("seeds", "protocol"):  # a sweep's seeds and protocol are fixed when it starts
+        for key in ("seeds", "partitions", "protocol"):  # fixed when the sweep starts
             given, kept = getattr(opts, key), getattr(stored, key)
             if given and kept and given != kept:
                 raise SweepError(f"sweep {opts.name} runs with --{key} {kept}; --resume cannot change it to {given}")
         return replace(stored, resume=True, address=opts.address or stored.address)
     if opts.seeds < 0:
         raise SweepError(f"--seeds must be >= 1 (0 = the space file's sweep.seeds), got {opts.seeds}")
+    if opts.partitions < 0:
+        raise SweepError(f"--partitions must be >= 1 (0 = the space file's sweep.partitions), got {opts.partitions}")
     if opts.protocol and opts.protocol not in PROTOCOLS:
         raise SweepError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {opts.protocol!r}")
     name = opts.name or f"{Path(opts.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -177,6 +179,7 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
     opts = resolve_options(opts)
     space = load_space(opts.space)
     opts = replace(opts, seeds=opts.seeds or int(space.sweep.get("seeds", 1)),
+                   partitions=opts.partitions or int(space.sweep.get("partitions", 1)),
                    protocol=opts.protocol or str(space.sweep.get("protocol", "joint")),
                    gpus_per_fold=opts.gpus_per_fold or str(space.sweep.get("gpus_per_fold", "")))  # fmt: skip
     if opts.gpus_per_fold:
@@ -202,6 +205,7 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
     client.set_experiment_tag(exp_id, "objective", ",".join(objs))  # farm promote picks by the first one
     client.set_experiment_tag(exp_id, "protocol", opts.protocol)
     client.set_experiment_tag(exp_id, "seeds", str(opts.seeds))
+    client.set_experiment_tag(exp_id, "partitions", str(opts.partitions))
     describe_experiment(client, exp_id, space, opts, folds, objs)
 
     import ray
@@ -216,7 +220,7 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
             join_cluster(opts.address)
         else:  # a new Ray of its own, on 127.0.0.1 only (tests keep its sockets and logs in FARM_RAY_TEMP_DIR)
             start_local_ray(os.environ.get("FARM_RAY_TEMP_DIR"), log=_log)
-    per_trial = 1 if opts.protocol == "nested" else len(folds)
+    per_trial = 1 if opts.protocol == "nested" else len(folds) * opts.partitions
     resources = plan_resources(per_trial * opts.seeds, max_concurrent, opts)
     from farm.tracking.relay import needs_relay, start_relay
 
@@ -225,11 +229,13 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
     if relay:
         _log("MLflow: workers log through the tracking relay on this node (the store is local to it)")
     seeds = f" x {opts.seeds} seeds" if opts.seeds > 1 else ""
+    parts = f" x {opts.partitions} subject partitions" if opts.partitions > 1 else ""
     if opts.protocol == "nested":
-        what = (f"nested: one search per outer fold ({', '.join(folds)}), {trials} trials each, a trial training "
-                f"its outer fold{seeds} only")  # fmt: skip
+        per = f" of each of {opts.partitions} subject partitions" if parts else ""
+        what = (f"nested: one search per outer fold ({', '.join(folds)}){per}, {trials} trials each, a trial "
+                f"training its outer fold{seeds} only")  # fmt: skip
     else:
-        what = f"{trials} trials x {len(folds)} folds ({', '.join(folds)}){seeds}"
+        what = f"{trials} trials x {len(folds)} folds ({', '.join(folds)}){parts}{seeds}"
     _log(f"sweep {opts.name}: space {space.path}, {what}, {max_concurrent} at a time, {resources['per_fold']} per "
          f"fold{' and seed' if seeds else ''}; data {opts.data}")  # fmt: skip
     _log(f"MLflow: {opts.tracking_uri}, experiment {opts.name!r}")
@@ -240,17 +246,25 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
     if opts.protocol == "nested":
         rows = run_nested(folds, client, **common)
     else:
-        search = Search(tuple(folds), opts.name, opts.storage, opts.name)
+        search = Search(tuple(folds), opts.name, opts.storage, opts.name, partitions=tuple(range(opts.partitions)))
         rows = run_search(search, **common)
         close_stopped_runs(client, exp_id, rows)
         tag_pareto_front(client, exp_id, rows)
         tag_best(client, exp_id, rows, opts.name, objs[0])
-        print(format_leaderboard(rows, opts, folds, objs=objs, seeds=opts.seeds))
+        print(format_leaderboard(rows, opts, folds, objs=objs, seeds=opts.seeds, partitions=opts.partitions))
         if hint := resume_hint(opts, rows, trials):
             _log(hint)
     print(ui_address(opts.tracking_uri, exp_id, opts.protocol))
     del relay_actor
     return rows
+
+
+def use_asha(objs: tuple[str, ...], grid: bool) -> bool:
+    """Whether ASHA stops trials: only for a single objective measured every epoch (`cv/val_f1_mean`) and a
+    search that is not a grid. With several objectives no trial is stopped on one alone: the others (robustness)
+    are measured after training, so a trial trading clean F1 for robustness would be cut before its trade
+    exists, and a stopped trial is on no Pareto front. An ablation grid reports every cell."""
+    return not grid and tuple(objs) == (OBJECTIVE,)
 
 
 def run_search(search: Search, *, space: SearchSpace, opts: SweepOptions, base_flat: dict[str, Any], exp_id: str,
@@ -279,15 +293,14 @@ def run_search(search: Search, *, space: SearchSpace, opts: SweepOptions, base_f
                      storage=storage, sampler=sampler),
         max_concurrent=max_concurrent,
     )  # fmt: skip
-    # ASHA stops trials per epoch on the first objective, and only if that one is measured every epoch;
-    # an ablation grid reports every cell: no early stopping of trials
-    asha = not grid and objs[0] == OBJECTIVE
+    asha = use_asha(objs, grid)
     scheduler = ASHAScheduler(
         time_attr="epoch", metric=objs[0], mode="max", max_t=epochs + 2,
         grace_period=min(epochs, int(space.sweep.get("grace_period", 1))),
         reduction_factor=int(space.sweep.get("reduction_factor", 3))) if asha else None  # fmt: skip
     if len(objs) > 1 or objs[0] != OBJECTIVE:
-        stopping = (f"ASHA stops trials on {objs[0]} only" if asha else "no ASHA (grid)" if grid
+        stopping = ("no ASHA (grid)" if grid else "no ASHA: a trial stopped on one objective would leave the front "
+                    "before its other objectives are measured" if len(objs) > 1
                     else f"no ASHA: {objs[0]} is measured once per trial, after training")  # fmt: skip
         front = "; Pareto front at the end" if len(objs) > 1 else ""
         _log(f"{search.label}objective{'s' * (len(objs) > 1)}: {', '.join(objs)} (maximised{front}); {stopping}")
@@ -306,9 +319,11 @@ def run_search(search: Search, *, space: SearchSpace, opts: SweepOptions, base_f
 
 def run_nested(folds: list[str], client, **common) -> list[dict[str, Any]]:
     """The nested protocol: one search per outer fold, one after the other (each its own Optuna study
-    `<sweep>-<fold>` and ASHA; a trial trains only that fold), then the outer estimate.
+    `<sweep>-<fold>` and ASHA; a trial trains only that fold), then the outer estimate. With several subject
+    partitions: one search per (partition, outer fold), labelled `r<p>-<fold>` (study `<sweep>-r<p>-<fold>`,
+    parent-run tags outer_fold and partition), and the estimate averages the partitions.
 
-    A finished outer fold leaves `nested/<fold>.done.json` (its rows); a resumed sweep reads it and does not
+    A finished outer fold leaves `nested/<label>.done.json` (its rows); a resumed sweep reads it and does not
     search that fold again, and restores the unfinished fold's Tune experiment."""
     from farm.sweep.leaderboard import (
         close_stopped_runs,
@@ -322,30 +337,34 @@ def run_nested(folds: list[str], client, **common) -> list[dict[str, Any]]:
     opts, exp_id, objs = common["opts"], common["exp_id"], common["objs"]
     root = Path(opts.storage) / opts.name / "nested"
     rows_by_fold: dict[str, list[dict[str, Any]]] = {}
-    for fold in folds:
-        done = root / f"{fold}.done.json"
+    repeated = opts.partitions > 1
+    outer = [(p, f, f"r{p}-{f}" if repeated else f) for p in range(opts.partitions) for f in folds]
+    for part, fold, label in outer:
+        done = root / f"{label}.done.json"
         if opts.resume and done.exists():
-            _log(f"outer fold {fold}: finished before, not searched again")
-            rows_by_fold[fold] = json.loads(done.read_text())
+            _log(f"outer fold {label}: finished before, not searched again")
+            rows_by_fold[label] = json.loads(done.read_text())
             continue
-        _log(f"outer fold {fold}: {common['trials']} trials, Optuna study {opts.name}-{fold}")
-        search = Search((fold,), f"{opts.name}-{fold}", str(root), fold, f"outer fold {fold}: ",
-                        (("outer_fold", fold),))  # fmt: skip
+        _log(f"outer fold {label}: {common['trials']} trials, Optuna study {opts.name}-{label}")
+        tags = (("outer_fold", fold),) + ((("partition", str(part)),) if repeated else ())
+        search = Search((fold,), f"{opts.name}-{label}", str(root), label, f"outer fold {label}: ", tags, (part,))
         rows = run_search(search, **common)
         close_stopped_runs(client, exp_id, rows)
-        if hint := resume_hint(opts, rows, common["trials"], f"outer fold {fold}: "):
+        if hint := resume_hint(opts, rows, common["trials"], f"outer fold {label}: "):
             _log(hint)  # interrupted: the next outer fold must not start, nor this one count as done
             return [r for done_rows in rows_by_fold.values() for r in done_rows] + rows
         tag_pareto_front(client, exp_id, rows)
-        tag_best(client, exp_id, rows, opts.name, objs[0], tag="selected", scope=f" for outer fold {fold}")
+        tag_best(client, exp_id, rows, opts.name, objs[0], tag="selected", scope=f" for outer fold {label}")
         done.write_text(json.dumps(rows))
-        rows_by_fold[fold] = rows
+        rows_by_fold[label] = rows
     selected = select_per_fold(rows_by_fold, objs[0])
     summary = {}
-    if len(selected) == len(folds):
+    if len(selected) == len(outer):
         from farm.tracking.mlflow import provenance_tags
 
-        tags = {"sweep": opts.name, "space": opts.space, "seeds": str(opts.seeds), **provenance_tags()}
-        summary = log_nested_summary(client, exp_id, selected, tags, opts.seeds)
+        tags = {"sweep": opts.name, "space": opts.space, "seeds": str(opts.seeds), "partitions": str(opts.partitions),
+                **provenance_tags()}  # fmt: skip
+        partition_of = {label: part for part, _, label in outer}
+        summary = log_nested_summary(client, exp_id, selected, tags, opts.seeds, partition_of)
     print(format_nested(rows_by_fold, selected, summary, opts, objs=objs, seeds=opts.seeds))
     return [r for rows in rows_by_fold.values() for r in rows]

@@ -19,6 +19,7 @@ sweep:                         # defaults of `farm sweep` options (the command l
   reduction_factor: 3
   objective: cv/val_f1_mean    # or any cv/val_* metric, or a list: multi-objective (Pareto front)
   seeds: 1                     # training seeds per fold (train.seed + 0..seeds-1); objectives average them
+  partitions: 1                # subject partitions: 0 = the standard folds, 1..N-1 sex-balanced redraws (seed r)
   protocol: joint              # joint: one search over all folds; nested: one search per outer fold
 ```
 
@@ -40,7 +41,7 @@ from farm.config import Config, ConfigError, YamlError, _field_types, coerce, lo
 SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 KINDS = ("float", "int", "choice")
 SWEEP_KEYS = {"trials": int, "max_concurrent": int, "folds": list, "grace_period": int, "reduction_factor": int,
-              "sampler": str, "objective": (str, list), "seeds": int, "protocol": str,
+              "sampler": str, "objective": (str, list), "seeds": int, "partitions": int, "protocol": str,
               "gpus_per_fold": (int, float, str)}  # fmt: skip
 DEFAULT_OBJECTIVE = "cv/val_f1_mean"
 SAMPLERS = ("tpe", "grid")
@@ -176,6 +177,8 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     objectives(sweep, where)  # names checked here; against the data's modalities at plan time
     if sweep.get("seeds", 1) < 1:
         raise SpaceError(f"{where}: sweep.seeds must be >= 1, got {sweep['seeds']}")
+    if sweep.get("partitions", 1) < 1:
+        raise SpaceError(f"{where}: sweep.partitions must be >= 1, got {sweep['partitions']}")
     if "gpus_per_fold" in sweep:
         try:
             gpu_share(sweep["gpus_per_fold"])

@@ -49,7 +49,10 @@ class Search:
     label: str = ""
     """Progress-line prefix (nested: 'outer fold P1: ')."""
     tags: tuple[tuple[str, str], ...] = ()
-    """Extra parent-run tags (nested: outer_fold)."""
+    """Extra parent-run tags (nested: outer_fold, and partition with several)."""
+    partitions: tuple[int, ...] = (0,)
+    """The subject partitions each trial trains (`data.partition`): all of the sweep's (joint) or the outer
+    fold's one (nested)."""
 
 
 def make_trainable(base_flat: dict[str, Any], search: Search, opts: SweepOptions, exp_id: str, resources: dict,
@@ -80,16 +83,17 @@ def make_trainable(base_flat: dict[str, Any], search: Search, opts: SweepOptions
 
         trial = tune.get_context().get_trial_id()
         flat = trial_flat(flatten(unflatten(config, unflatten(base_flat))))
-        units = trial_units(folds, opts.seeds, int(flat["train.seed"]))
+        units = trial_units(folds, opts.seeds, int(flat["train.seed"]), search.partitions, opts.partitions > 1)
         tags = {"sweep": opts.name, "space": opts.space, "protocol": opts.protocol, **provenance_tags()}
         tracking = {"uri": opts.tracking_uri, "relay": relay, "experiment_id": exp_id, "trial": trial, "tags": tags}
         client = tracking_client(tracking)
         parent = get_or_create_run(client, exp_id, trial, tags={"trial": trial, **tags, "seeds": opts.seeds,
+                                                                "partitions": opts.partitions,
                                                                 **dict(search.tags)})  # fmt: skip
         tracking["parent_run_id"] = parent
         describe_trial(client, parent, trial, flat, sorted(config), folds, opts)
         RunTracker(client, parent).log_params(
-            {**{k: v for k, v in flat.items() if k not in PER_FOLD}, "seeds": opts.seeds}
+            {**{k: v for k, v in flat.items() if k not in PER_FOLD}, "seeds": opts.seeds, "partitions": opts.partitions}
         )
         final_epoch = int(flat["train.epochs"]) + 1
         trainer = DataParallelTrainer(
@@ -116,7 +120,7 @@ def make_trainable(base_flat: dict[str, Any], search: Search, opts: SweepOptions
     return run_trial
 
 
-PER_FOLD = ("data.fold",)
+PER_FOLD = ("data.fold", "data.partition")
 """Config keys that belong to a fold run, not to the trial that spans folds (its parent run)."""
 
 

@@ -1,8 +1,10 @@
 """One trial = one Ray Train run whose workers are its (fold, seed) units (no DDP).
 
-World rank i trains unit i of `trial_units(folds, seeds)`: fold i // seeds with `train.seed` = the
-trial's seed + i % seeds (model init, data order, augmentation, AMF sampling; the subject split,
-`data.split_seed`, is the same for every seed). With one seed a unit is just a fold.
+World rank i trains unit i of `trial_units(folds, seeds, partitions)`: a (partition, fold, seed), partitions
+outermost, seeds innermost, with `train.seed` = the trial's seed + the seed index (model init, data order,
+augmentation, AMF sampling; the subject split, `data.split_seed`, is the same for every seed) and
+`data.partition` = the partition (the subject split of the folds: 0 the standard one, r >= 1 a redraw).
+With one seed and one partition a unit is just a fold.
 
 Every unit reports once per epoch (a "round"): Ray Train needs every worker to report the same
 number of times, so a unit that early-stopped keeps reporting its frozen best values until the
@@ -27,7 +29,7 @@ import ray.train
 from ray.train.v2.api.callback import UserCallback
 
 from farm.config import resolve_num_workers, unflatten
-from farm.evaluate.cv import aggregate_folds, fold_groups, seed_mean
+from farm.evaluate.cv import aggregate_folds, fold_groups, sample_std, seed_mean, unit_label
 from farm.files import link_tree, write_text
 
 RESULT_FILE = "result.json"
@@ -97,21 +99,27 @@ def failure_reason(result: dict[str, Any]) -> str:
     return msg if "seed" not in result else f"{prefix} seed {result['seed']}{msg[len(prefix) :]}"
 
 
-def unit_name(fold: str, seed: int | None) -> str:
-    """A unit's checkpoint folder and run-name suffix: the fold (one seed: `seed` None) or `<fold>-s<seed>`."""
-    return fold if seed is None else f"{fold}-s{seed}"
+def unit_name(fold: str, seed: int | None, partition: int | None = None) -> str:
+    """A unit's checkpoint folder and run-name suffix: the fold, `r<partition>-` before it with several partitions
+    (`partition` None: one) and `-s<seed>` after it with several seeds (`seed` None: one)."""
+    return ("" if partition is None else f"r{partition}-") + fold + ("" if seed is None else f"-s{seed}")
 
 
-def trial_units(folds: list[str], seeds: int, base_seed: int) -> list[dict[str, Any]]:
-    """The trial's Ray Train workers in rank order: {fold, seed, name} per (fold, seed), folds outer (`unit_name`)."""
-    return [{"fold": f, "seed": base_seed + s, "name": unit_name(f, base_seed + s if seeds > 1 else None)}
-            for f in folds for s in range(seeds)]  # fmt: skip
+def trial_units(folds: list[str], seeds: int, base_seed: int, partitions: tuple[int, ...] = (0,),
+                repeated: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    """The trial's Ray Train workers in rank order: {fold, seed, name[, partition]} per (partition, fold, seed),
+    partitions outer, seeds inner (`unit_name`). `repeated`: the sweep has several partitions (a nested search may
+    train one of them): each unit then carries its `partition`, which its name, tags and results record."""
+    return [{"fold": f, "seed": base_seed + s, **({"partition": p} if repeated else {}),
+             "name": unit_name(f, base_seed + s if seeds > 1 else None, p if repeated else None)}
+            for p in partitions for f in folds for s in range(seeds)]  # fmt: skip
 
 
 def fold_config(config: dict[str, Any], unit: dict[str, Any]):
     """The Config a trial's unit trains: the trial's flat config with the unit's fold and seed, and
     `data.num_workers: -1` (auto) resolved from the unit's CPU share (`threads`), not the node's cores."""
-    flat = {**config["flat"], "data.fold": unit["fold"], "train.seed": unit["seed"]}
+    flat = {**config["flat"], "data.fold": unit["fold"], "train.seed": unit["seed"],
+            "data.partition": unit.get("partition", 0)}
     flat["data.num_workers"] = resolve_num_workers(int(flat.get("data.num_workers", 0)), int(config.get("threads", 1)))
     return unflatten(flat)
 
@@ -149,9 +157,10 @@ def fold_worker(config: dict[str, Any]) -> None:
         client = tracking_client(t)
         run_id = get_or_create_run(client, t["experiment_id"], f"{t['trial']}-{name}", t["parent_run_id"],
                                    {"fold": fold, "trial": t["trial"], **t["tags"],
-                                    **({"seed": unit["seed"]} if seeded else {})})  # fmt: skip
+                                    **({"seed": unit["seed"]} if seeded else {}),
+                                    **({"partition": unit["partition"]} if "partition" in unit else {})})  # fmt: skip
         tracker = FoldTracker(RunTracker(client, run_id), client, run_id)
-        describe_fold(client, run_id, t["trial"], fold, unit["seed"] if seeded else None)
+        describe_fold(client, run_id, t["trial"], fold, unit["seed"] if seeded else None, unit.get("partition"))
 
     uploaded = {"s": 0.0}  # seconds this unit spent putting its round checkpoints into storage
 
@@ -166,7 +175,8 @@ def fold_worker(config: dict[str, Any]) -> None:
         state["round"] = state["round"] + (0 if final else 1)
         write_text(fold_dir / ROUND_FILE, json.dumps(state))
         round_dir = f"round_{state['round']:04d}{'_final' if final else ''}"
-        ray.train.report({**metrics, "fold": fold, "seed": unit["seed"], "round": state["round"], "final": int(final)},
+        where = {"fold": fold, "seed": unit["seed"], **({"partition": unit["partition"]} if "partition" in unit else {})}
+        ray.train.report({**metrics, **where, "round": state["round"], "final": int(final)},
                          checkpoint=ray.train.Checkpoint.from_directory(str(local)), checkpoint_dir_name=round_dir,
                          delete_local_checkpoint_after_upload=False, checkpoint_upload_fn=upload)  # fmt: skip
 
@@ -191,6 +201,8 @@ def fold_worker(config: dict[str, Any]) -> None:
             result = {"diverged": diverged, "fold": fold}
         if seeded:  # which seed: the parent's seed spread and a diverged seed's reason name it
             result["seed"] = unit["seed"]
+        if "partition" in unit:  # which partition: the parent's averages group by (partition, fold)
+            result["partition"] = unit["partition"]
         write_text(result_path, json.dumps(result))
         (fold_dir / "last.pt").unlink(missing_ok=True)  # finished: keep best.pt only
     if tracker is not None and "test" in result:
@@ -226,13 +238,14 @@ def persist_round(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.
     return ray.train.Checkpoint(dest, filesystem=storage.storage_filesystem)
 
 
-def describe_fold(client: Any, run_id: str, trial: str, fold: str, seed: int | None) -> None:
+def describe_fold(client: Any, run_id: str, trial: str, fold: str, seed: int | None,
+                  partition: int | None = None) -> None:  # fmt: skip
     """A fold run's description (one line per metric family), MLflow's source/user tags (once)."""
     from farm.tracking.mlflow import provenance_tags
     from farm.tracking.story import NOTE, fold_description, source_tags
 
     if NOTE not in client.get_run(run_id).data.tags:
-        tags = {NOTE: fold_description(trial, fold, seed), **source_tags(provenance_tags()["git_sha"])}
+        tags = {NOTE: fold_description(trial, fold, seed, partition), **source_tags(provenance_tags()["git_sha"])}
         for k, v in tags.items():
             client.set_tag(run_id, k, v)
 
@@ -251,6 +264,8 @@ def log_fold_result(tracker: FoldTracker, result: dict[str, Any], fold_dir: Path
     tracker.log_metrics({"time/fold_s": result["seconds"]})  # fit_fold's own wall time: data, train, eval
     split = {f"split.{k}": " ".join(result["split"][k]) for k in ("train", "val", "test")}
     tracker.set_tags({**split, "split_hash": result["split"]["hash"], "data_hash": result["data_hash"],
+                      **({"partition_hash": result["split"]["partition_hash"]} if "partition_hash" in result["split"]
+                         else {}),
                       "best_epoch": result["best_epoch"], "checkpoint_folder": name})  # fmt: skip
     if not client.get_run(run_id).inputs.dataset_inputs:
         log_dataset(client, run_id, str(result["config"]["data"]["path"]), "train",
@@ -305,7 +320,8 @@ class FoldMeanCallback(UserCallback):
         else:
             out.update(aggregate_folds(results, self.aus))
             out["results"] = json.dumps(
-                [{k: r[k] for k in ("fold", "seed", "test", "val", "best_epoch", "split") if k in r} for r in results]
+                [{k: r[k] for k in ("fold", "seed", "partition", "test", "val", "best_epoch", "split") if k in r}
+                 for r in results]  # fmt: skip
             )
         out.update({k: float("nan") for k in self.objectives if k not in out})
         if self.tracking:
@@ -349,7 +365,7 @@ def log_parent(tracking: dict[str, Any], results: list[dict[str, Any]], aus: lis
     for e, v in enumerate(fold_mean_curve(results)):
         tracker.log_metrics({"cv/val_f1_epoch_mean": v}, step=e)
     per_fold = [seed_mean(g, aus) for g in fold_groups(results).values()]  # one seed: the results themselves
-    tracker.log_metrics({f"fold/{r['fold']}/test_f1": r["test"]["f1_mean"] for r in per_fold})
+    tracker.log_metrics({f"fold/{unit_label(r)}/test_f1": r["test"]["f1_mean"] for r in per_fold})
     log_per_au_table(client, tracking["parent_run_id"], per_fold, aus)
     try:
         with tempfile.TemporaryDirectory() as d:
@@ -361,12 +377,12 @@ def log_parent(tracking: dict[str, Any], results: list[dict[str, Any]], aus: lis
         from farm.tracking.mlflow import find_run
 
         for r in results:
-            name = unit_name(r["fold"], r.get("seed"))  # results carry a seed only with several
+            name = unit_name(r["fold"], r.get("seed"), r.get("partition"))  # carried only with several
             run = find_run(client, tracking["experiment_id"], f"{tracking['trial']}-{name}")
             if run:
                 client.set_tag(run, "checkpoint", f"{checkpoint_path.rstrip('/')}/{name}/best.pt")
     tracker.set_tags({"data_hash": results[0]["data_hash"],
-                      "split_hashes": ",".join(f"{r['fold']}:{r['split']['hash']}" for r in per_fold),
+                      "split_hashes": ",".join(f"{unit_label(r)}:{r['split']['hash']}" for r in per_fold),
                       "partitions_hash": results[0]["split"].get("partitions_hash", ""),
                       "checkpoint": checkpoint_path})  # fmt: skip
     tracker.finish()
@@ -379,17 +395,18 @@ def trial_flat(flat: dict[str, Any]) -> dict[str, Any]:
 
 def log_per_au_table(client: Any, run_id: str, per_fold: list[dict[str, Any]], aus: list[str]) -> None:
     """Per-AU x fold test F1 (0-1) as the trial's table `per_au_test_f1.json`: a row per AU, a column per fold,
-    their mean and population std (NaN folds left out), and a last row with the AU means."""
+    their mean and sample std (NaN folds left out), and a last row with the AU means. Several partitions: a
+    column per (partition, fold), `r<p>-<fold>`, and the mean and std over all of them."""
     import numpy as np
 
     from farm.tracking.story import log_table
 
-    folds = [r["fold"] for r in per_fold]
+    folds = [unit_label(r) for r in per_fold]
     f1 = np.array([[r["test"]["f1"].get(au, np.nan) for r in per_fold] for au in aus], dtype=float)  # (AUs, folds)
     with np.errstate(all="ignore"):
-        rows = [[au, *map(float, f1[i]), float(np.nanmean(f1[i])), float(np.nanstd(f1[i]))] for i, au in enumerate(aus)]
+        rows = [[au, *map(float, f1[i]), float(np.nanmean(f1[i])), sample_std(f1[i])] for i, au in enumerate(aus)]
         means = [float(r["test"]["f1_mean"]) for r in per_fold]
-        rows.append(["mean", *means, float(np.mean(means)), float(np.std(means))])
+        rows.append(["mean", *means, float(np.mean(means)), sample_std(means)])
     log_table(client, run_id, "per_au_test_f1.json", ["AU", *folds, "mean", "std"], rows)
 
 
@@ -405,15 +422,16 @@ def plot_per_au(results: list[dict[str, Any]], aus: list[str], path: Path, trial
     f1 = np.array([[r["test"]["f1"][au] for au in aus] for r in results], dtype=float)  # (folds, AUs), 0-1
     x = np.arange(len(aus))
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(aus)), 3.5))
-    ax.bar(x, np.nanmean(f1, 0), yerr=np.nanstd(f1, 0), capsize=3, color="#4c72b0", alpha=0.8, label="mean ± std")
+    sd = np.nanstd(f1, 0, ddof=1) if len(results) > 1 else np.zeros(len(aus))
+    ax.bar(x, np.nanmean(f1, 0), yerr=sd, capsize=3, color="#4c72b0", alpha=0.8, label="mean ± sample std")
     for row, r in zip(f1, results):
-        ax.plot(x, row, "o", ms=3, label=f"fold {r['fold']}")
+        ax.plot(x, row, "o", ms=3, label=f"fold {unit_label(r)}")
     ax.set_xticks(x, aus, rotation=45)
     ax.set_ylabel("test F1")
     ax.set_ylim(0, 1)
     ax.set_title(f"{f'trial {trial}: ' if trial else ''}per-AU test F1 over {len(results)} folds "
                  f"(mean {np.nanmean(f1):.3f})")  # fmt: skip
-    ax.legend(fontsize=7, ncol=len(results) + 1)
+    ax.legend(fontsize=7, ncol=min(len(results) + 1, 7))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -31,12 +31,12 @@ F1_CONVENTION = (
 TRIAL_METRICS = (
     ("cv/val_f1_mean", "the objective: mean over folds of each fold's best-epoch validation F1 (a fold's seeds "
      "averaged first)"),
-    ("cv/val_f1_std", "population std over folds of that best-epoch validation F1"),
+    ("cv/val_f1_std", "sample std (ddof 1) over folds of that best-epoch validation F1"),
     ("cv/val_f1_epoch_mean", "per epoch (the step): mean over folds of that epoch's validation F1 (a fold that "
      "stopped early keeps its best value); its maximum is not cv/val_f1_mean, whose folds peak at different epochs"),
     ("cv/test_f1_mean", "mean over folds of each fold's test F1, its model taken at its best validation epoch: "
      "reported, never optimised"),
-    ("cv/test_f1_std", "population std over folds of the fold test F1"),
+    ("cv/test_f1_std", "sample std (ddof 1) over folds of the fold test F1"),
     ("cv/test_f1_<AU>", "one AU's test F1, mean over folds (the table per_au_test_f1.json has each fold's)"),
     ("cv/test_f1_pooled", "F1 of each AU's confusion counts summed over folds (and seeds), averaged over AUs"),
     ("fold/<fold>/test_f1", "that fold's test F1 (with seeds: their mean)"),
@@ -45,7 +45,11 @@ TRIAL_METRICS = (
     ("cv/val_f1_missing_worst", "the lowest cv/val_f1_missing_*"),
     ("cv/num_folds", "folds in the mean"),
     ("cv/num_seeds, cv/<part>_f1_seed_std, fold/<fold>/<part>_f1_seed_std", "with sweep.seeds > 1: seeds per fold, "
-     "and the population std over a fold's seeds of its val or test F1 (cv/: its mean over folds)"),
+     "and the sample std over a fold's seeds of its val or test F1 (cv/: its mean over folds)"),
+    ("cv/num_partitions, cv/<part>_f1_partition_std", "with sweep.partitions > 1: subject partitions, each fold "
+     "trained on each; every cv/ mean is over partitions of the fold means, cv/*_std the mean over partitions of "
+     "the std over folds, *_partition_std the sample std over partitions of their fold means; folds are named "
+     "r<partition>-<fold>"),
 )  # fmt: skip
 FOLD_METRICS = (
     ("val/f1_mean", "per epoch (the step): this epoch's validation F1"),
@@ -98,9 +102,10 @@ def trial_description(trial: str, sweep: str, fusion: str, folds: list[str], see
     ])  # fmt: skip
 
 
-def fold_description(trial: str, fold: str, seed: int | None) -> str:
+def fold_description(trial: str, fold: str, seed: int | None, partition: int | None = None) -> str:
     """A fold (child) run's Markdown description: one line per metric family."""
-    unit = f"fold {fold}" + (f", seed {seed}" if seed is not None else "")
+    unit = (f"subject partition {partition}, " if partition is not None else "") + f"fold {fold}" + (
+        f", seed {seed}" if seed is not None else "")  # fmt: skip
     return "\n".join([
         f"Trial {trial}, {unit}: trained on the fold's training subjects, the epoch chosen on its validation "
         "subjects, tested on its test subjects (tags `split.*`). Checkpoint: tag `checkpoint` (its best.pt); "
