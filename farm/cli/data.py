@@ -48,7 +48,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_folds(args: argparse.Namespace) -> int:
-    from farm.data.folds import make_split, read_partitions, resolve_partitions, standard_partitions
+    from farm.data.folds import make_split, read_partitions, redraw_partitions, resolve_partitions, standard_partitions
 
     if args.path:
         from farm.data.store import FrameStore
@@ -63,7 +63,14 @@ def cmd_folds(args: argparse.Namespace) -> int:
         notes, family = [], args.dataset or "custom"
     else:
         raise ValueError("give a prepared dataset PATH or --dataset bp4d|bp4dplus|synthetic")
-    print(f"{family} partitions from {parts.source} (partitions hash {parts.source_hash or parts.hash})")
+    standard = parts.source_hash or parts.hash
+    if args.partition:
+        if not args.path and not args.dataset:
+            raise ValueError("--partition needs a prepared dataset PATH or --dataset (the subjects' sexes)")
+        sexes = store.meta.subjects if args.path else {s: {"sex": s[0]} for s in parts.subjects}
+        parts = redraw_partitions(parts, sexes, args.partition)
+        standard += f"; partition {args.partition}: hash {parts.hash}"
+    print(f"{family} partitions from {parts.source} (partitions hash {standard})")
     for note in notes:
         print(f"  note: {note}")
     for fold in parts.parts:

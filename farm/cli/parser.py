@@ -102,6 +102,8 @@ def _add_folds(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold-file", default="", help="YAML partitions file replacing the standard folds")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of training subjects used for validation")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the validation carve-out")
+    p.add_argument("--partition", type=int, default=0, help="subject partition r (data.partition): 0 the standard "
+                   "folds, r >= 1 a sex-balanced redraw of the same subjects with seed r (farm sweep --partitions)")  # fmt: skip
     p.set_defaults(handler="farm.cli.data:cmd_folds")
 
 

@@ -12,10 +12,10 @@ from farm.config import unflatten
 from farm.engine import fit_fold
 from farm.sweep.leaderboard import format_leaderboard, format_nested, select_per_fold
 from farm.sweep.options import SweepError, SweepOptions
-from farm.sweep.run import resolve_options
+from farm.sweep.run import resolve_options, use_asha
 from farm.sweep.space import SpaceError, load_space
 from farm.sweep.trial import plan_resources
-from farm.sweep.worker import failure_reason, fold_mean_curve, fold_seed_mean, trial_units
+from farm.sweep.worker import failure_reason, fold_config, fold_mean_curve, fold_seed_mean, trial_units
 
 FAST = {"model.backbone": "resnet10", "amf.num_samples": 3, "train.batch_size": 8, "train.eval_batch_size": 16,
         "train.device": "cpu", "data.val_fraction": 0.25, "train.epochs": 2, "train.val_robustness": []}  # fmt: skip
@@ -29,6 +29,27 @@ def test_a_trial_trains_each_fold_with_each_seed_and_one_seed_is_the_fold_alone(
     assert [(u["fold"], u["seed"], u["name"]) for u in trial_units(["P1", "P3"], 1, 0)] == [
         ("P1", 0, "P1"), ("P3", 0, "P3")
     ]  # fmt: skip
+
+
+def test_partitions_are_the_outermost_unit_and_name_their_runs():
+    units = trial_units(["P1", "P2"], 2, 0, (0, 1), repeated=True)
+    assert [u["name"] for u in units] == ["r0-P1-s0", "r0-P1-s1", "r0-P2-s0", "r0-P2-s1",
+                                          "r1-P1-s0", "r1-P1-s1", "r1-P2-s0", "r1-P2-s1"]  # fmt: skip
+    assert [u["partition"] for u in units] == [0] * 4 + [1] * 4
+    # a nested search of partition 1's outer fold P2, one seed
+    assert trial_units(["P2"], 1, 0, (1,), repeated=True) == [{"fold": "P2", "seed": 0, "partition": 1, "name": "r1-P2"}]
+    # one partition: no partition anywhere (the names and results of before)
+    assert all("partition" not in u for u in trial_units(["P1"], 2, 0))
+    cfg = fold_config({"flat": {"data.path": "x", "data.num_workers": 0}, "threads": 1}, units[5])
+    assert (cfg.data.partition, cfg.data.fold, cfg.train.seed) == (1, "P1", 1)
+
+
+def test_asha_only_for_the_one_objective_measured_every_epoch():
+    assert use_asha(("cv/val_f1_mean",), grid=False)
+    assert not use_asha(("cv/val_f1_mean",), grid=True)  # an ablation grid: every cell runs out
+    assert not use_asha(("cv/val_f1_missing_worst",), grid=False)  # measured after training only
+    # several objectives: a trial trading clean F1 for robustness must not be stopped on clean F1
+    assert not use_asha(("cv/val_f1_mean", "cv/val_f1_missing_worst"), grid=False)
 
 
 def test_a_fixed_seed_trains_identically_and_another_seed_differently_on_the_same_split(tiny_dataset):
@@ -138,6 +159,15 @@ def test_seeds_and_protocol_keys_are_checked(tmp_path):
         resolve_options(SweepOptions(name="s1", resume=True, seeds=3, storage=str(tmp_path)))
     kept = resolve_options(SweepOptions(name="s1", resume=True, storage=str(tmp_path)))
     assert (kept.seeds, kept.protocol) == (2, "nested")
+    assert load_space(space("  partitions: 3\n")).sweep == {"partitions": 3}
+    with pytest.raises(SpaceError, match=r"sweep.partitions must be >= 1, got 0"):
+        load_space(space("  partitions: 0\n"))
+    with pytest.raises(SweepError, match=r"--partitions must be >= 1"):
+        resolve_options(SweepOptions(partitions=-2, storage=str(tmp_path)))
+    (tmp_path / "s2").mkdir()
+    (tmp_path / "s2" / "sweep.json").write_text(json.dumps({"name": "s2", "partitions": 3}))
+    with pytest.raises(SweepError, match=r"sweep s2 runs with --partitions 3; --resume cannot change it to 2"):
+        resolve_options(SweepOptions(name="s2", resume=True, partitions=2, storage=str(tmp_path)))
 
 
 def row(trial, val, test, status="finished", seed_std=math.nan, folds=None):
@@ -154,6 +184,20 @@ def test_the_leaderboard_shows_the_seed_spread():
     assert lines[4].split() == ["t1", "finished", "50.0", "42.0", "±", "1.0", "(1.3)", "40.0", "44.0"]
     one = format_leaderboard(rows, opts, ["P1", "P2"])  # one seed: the leaderboard of before
     assert "seed" not in one and one.splitlines()[3].split()[:4] == ["t1", "finished", "50.0", "42.0"]
+
+
+def test_the_leaderboard_shows_the_partition_spread_and_a_column_per_partition():
+    from farm.sweep.leaderboard import fold_means
+
+    results = [{"fold": f, "partition": p, "test": {"f1_mean": v}}
+               for p, f, v in [(0, "P1", 0.4), (0, "P2", 0.2), (1, "P1", 0.5), (1, "P2", 0.5)]]  # fmt: skip
+    assert fold_means(results) == pytest.approx({"r0": 0.3, "r1": 0.5})
+    assert fold_means([{k: v for k, v in r.items() if k != "partition"} for r in results[:2]]) == {"P1": 0.4, "P2": 0.2}
+    opts = SweepOptions(name="sw", tracking_uri="sqlite:////x/mlflow.db", storage="/x")
+    r = {**row("t1", 0.5, 0.4, folds=fold_means(results)), "partition_std": 0.1414}
+    board = format_leaderboard([r], opts, ["P1", "P2"], partitions=2)
+    assert "2 subject partitions" in board and "test F1 mean ± std [partition sd]" in board
+    assert next(x for x in board.splitlines() if x.startswith("t1")).split()[-3:] == ["[14.1]", "30.0", "50.0"]
 
 
 def test_the_nested_leaderboard_names_its_protocol_selection_and_estimate():

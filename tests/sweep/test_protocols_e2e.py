@@ -64,13 +64,13 @@ def test_two_seeds_per_fold_train_six_runs_and_the_parent_averages_seeds_first(f
     assert m["cv/num_folds"] == 3 and m["cv/num_seeds"] == 2
     assert m["cv/val_f1_mean"] == pytest.approx(np.mean([np.mean(v) for v in val.values()]), abs=1e-12)  # objective
     assert m["cv/test_f1_mean"] == pytest.approx(np.mean([np.mean(v) for v in test.values()]), abs=1e-12)
-    assert m["cv/test_f1_std"] == pytest.approx(np.std([np.mean(v) for v in test.values()]), abs=1e-12)
+    assert m["cv/test_f1_std"] == pytest.approx(np.std([np.mean(v) for v in test.values()], ddof=1), abs=1e-12)
     for f in FOLDS:
         assert m[f"fold/{f}/test_f1"] == pytest.approx(np.mean(test[f]), abs=1e-12)
-        assert m[f"fold/{f}/test_f1_seed_std"] == pytest.approx(np.std(test[f]), abs=1e-12)
-        assert m[f"fold/{f}/val_f1_seed_std"] == pytest.approx(np.std(val[f]), abs=1e-12)
-    assert m["cv/test_f1_seed_std"] == pytest.approx(np.mean([np.std(v) for v in test.values()]), abs=1e-12)
-    assert m["cv/val_f1_seed_std"] == pytest.approx(np.mean([np.std(v) for v in val.values()]), abs=1e-12)
+        assert m[f"fold/{f}/test_f1_seed_std"] == pytest.approx(np.std(test[f], ddof=1), abs=1e-12)
+        assert m[f"fold/{f}/val_f1_seed_std"] == pytest.approx(np.std(val[f], ddof=1), abs=1e-12)
+    assert m["cv/test_f1_seed_std"] == pytest.approx(np.mean([np.std(v, ddof=1) for v in test.values()]), abs=1e-12)
+    assert m["cv/val_f1_seed_std"] == pytest.approx(np.mean([np.std(v, ddof=1) for v in val.values()]), abs=1e-12)
     missing = [np.mean([k.data.metrics["val/f1_missing_depth"] for k in ks]) for ks in by_fold.values()]
     assert m["cv/val_f1_missing_depth"] == pytest.approx(np.mean(missing), abs=1e-12)  # robustness: seeds too
     curve = [x.value for x in sorted(client.get_metric_history(p.info.run_id, "cv/val_f1_epoch_mean"),
@@ -179,9 +179,9 @@ def test_nested_protocol_runs_one_search_per_outer_fold_and_estimates_with_the_s
         assert summary.data.metrics[f"fold/{f}/test_f1"] == pytest.approx(kid.data.metrics["test/f1_mean"], abs=1e-12)
     test = [selected[f].data.metrics["cv/test_f1_mean"] for f in FOLDS]
     assert summary.data.metrics["cv/test_f1_nested_mean"] == pytest.approx(np.mean(test), abs=1e-12)
-    assert summary.data.metrics["cv/test_f1_nested_std"] == pytest.approx(np.std(test), abs=1e-12)
+    assert summary.data.metrics["cv/test_f1_nested_std"] == pytest.approx(np.std(test, ddof=1), abs=1e-12)
     assert summary.data.tags["protocol"] == "nested" and summary.info.status == "FINISHED"
-    assert f"nested estimate: test F1 {100 * np.mean(test):.1f} ± {100 * np.std(test):.1f} over 3 outer folds" in out
+    assert f"nested estimate: test F1 {100 * np.mean(test):.1f} ± {100 * np.std(test, ddof=1):.1f} over 3 outer folds" in out
     for f in FOLDS:
         assert re.search(rf"outer fold {f}: 2 trials \(Optuna study nested-{f}\), selected {selected[f].info.run_name}",
                          out)  # fmt: skip
