@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from farm.evaluate.promotion import bootstrap_difference, fold_mean_f1
 from farm.evaluate.stats import bootstrap_interval, corrected_t, design_df, holm, stratified_weights
+from farm.metrics import f1_from_counts
 
 # ---------------------------------------------------------------------------------------------
 # Holm
@@ -88,6 +90,49 @@ def test_bootstrap_weights_and_interval():
 
 # ---------------------------------------------------------------------------------------------
 # coverage on simulations with a known truth
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def test_the_corrected_bootstrap_covers_the_truth_and_the_plain_percentile_does_less():
+    """A population of 20000 subjects, each with its own per-AU base rate and, for two fixed models, its own
+    true- and false-positive rates (a shared difficulty plus a model-specific part, so the gain varies by
+    subject). The truth is the statistic on the whole population with expected counts (per AU F1 of the pooled
+    expected counts, AU mean; every fold of an infinite sample gives it). Each repetition draws 12 subjects
+    (3 folds x 4, the synthetic set's size) and 300 frames each, and asks whether the 95% interval holds the
+    truth."""
+    rng = np.random.default_rng(0)
+    n, aus, frames, reps = 20000, 4, 300, 300
+    base = _sigmoid(rng.normal(-0.8, 0.8, (n, aus)))  # (N, A) P(AU present)
+    hard_tp, hard_fp = rng.normal(0, 0.7, (2, n, aus))  # subject difficulty, shared by both models
+    own = lambda: rng.normal(0, 0.5, (n, aus))  # noqa: E731  # a model's own part: the gain varies by subject
+    rates = [(_sigmoid(tp + hard_tp + own()), _sigmoid(fp + hard_fp + own())) for tp, fp in ((1.2, -1.8), (1.0, -1.6))]
+    # model A, model B: (TPR, FPR), (N, A) each
+
+    def expected(tpr, fpr):  # (N, A, 4) expected [tp, fp, fn, tn] per frame
+        return np.stack([base * tpr, (1 - base) * fpr, base * (1 - tpr), (1 - base) * (1 - fpr)], -1)
+
+    truth = float(np.nanmean(f1_from_counts(expected(*rates[0]).sum(0)))
+                  - np.nanmean(f1_from_counts(expected(*rates[1]).sum(0))))  # fmt: skip
+    fold_of = np.repeat(["P1", "P2", "P3"], 4).astype(object)
+    covered = {"corrected": 0, "percentile": 0}
+    for k in range(reps):
+        idx = rng.choice(n, 12, replace=False)
+        pos = rng.binomial(frames, base[idx])  # (12, A) labels shared by both models
+        counts = []
+        for tpr, fpr in rates:
+            tp, fp = rng.binomial(pos, tpr[idx]), rng.binomial(frames - pos, fpr[idx])
+            counts.append(np.stack([tp, fp, pos - tp, frames - pos - fp], -1).astype(np.float64))  # (12, A, 4)
+        observed = float(fold_mean_f1(counts[0], fold_of) - fold_mean_f1(counts[1], fold_of))
+        for interval in covered:
+            diffs = bootstrap_difference(*counts, fold_of, n_boot=400, seed=k, rescaled=interval == "corrected")
+            low, high = bootstrap_interval(observed, diffs, 0.05, interval, design_df(fold_of))
+            covered[interval] += low <= truth <= high
+    coverage = {k: v / reps for k, v in covered.items()}
+    print(f"\nbootstrap coverage at nominal 95% over {reps} repetitions (3 folds x 4 subjects): {coverage}")
+    assert coverage["corrected"] >= 0.90 and coverage["percentile"] < coverage["corrected"]
 
 
 def test_the_corrected_t_covers_the_truth_and_the_naive_t_does_less():
