@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Subset
 from farm.data.dataset import FrameDataset
 from farm.data.perturb import Condition, perturb
 from farm.data.store import FrameStore
+from farm.evaluate.cv import sample_std
 from farm.evaluate.inference import FoldEnsemble
 from farm.files import atomic_paths
 from farm.metrics import au_counts, f1_from_counts
@@ -75,13 +76,14 @@ def evaluate(
 
 
 def summarize(counts: dict[str, dict[str, np.ndarray]], conds: list[Condition]) -> list[dict]:
-    """One row per condition: f1_mean / f1_std over folds (of the AU-mean F1), per-fold values, delta vs clean."""
+    """One row per condition: f1_mean / f1_std over folds (of the AU-mean F1; sample std, NaN for one fold), per-fold
+    values, delta vs clean."""
     folds = list(counts)
     rows = []
     for c in conds:
         per_fold = [float(np.nanmean(f1_from_counts(counts[f][c.name]))) for f in folds]
         rows.append({"condition": c.name, "kind": c.kind, "modalities": "+".join(c.modalities), "sigma": c.sigma,
-                     "f1_mean": float(np.mean(per_fold)), "f1_std": float(np.std(per_fold)),
+                     "f1_mean": float(np.mean(per_fold)), "f1_std": sample_std(per_fold),
                      **{f"f1_{f}": v for f, v in zip(folds, per_fold)}})  # fmt: skip
     clean = next((r["f1_mean"] for r in rows if r["kind"] == "clean"), math.nan)
     for r in rows:
