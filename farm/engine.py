@@ -45,7 +45,7 @@ from farm.data.perturb import Condition, conditions, drop_modalities, metric_suf
 from farm.data.store import FrameStore
 from farm.files import atomic_path
 from farm.metrics import all_positive_f1, au_counts, summarize
-from farm.models import FusionModel, build_model, fusion_modalities
+from farm.models import FusionModel, build_model, check_modality_options, fusion_modalities
 
 
 class Tracker(Protocol):
@@ -369,6 +369,7 @@ def fit_fold(
     np.random.seed(cfg.train.seed)
     store = FrameStore(cfg.data.path)
     modalities = fusion_modalities(cfg.model.fusion, cfg.data.modalities, store.meta.modality_names)
+    check_modality_options(cfg, modalities, store.meta.modality_names)
     split, provenance = fold_split(cfg, store)
     if provenance["notes"]:
         log(provenance["notes"])

@@ -145,7 +145,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n  farm sweep\n  farm sweep --space search_spaces/amf_bp4d.yaml --data data/bp4d --trials 40 "
         "--address auto\n  farm sweep --seeds 3 --protocol nested\n  farm sweep --partitions 3 --seeds 2\n  farm sweep --resume --name smoke-20261124-101500",
     )
-    p.add_argument("--space", default="smoke", help="search-space YAML file or name in search_spaces/ (default smoke)")
+    p.add_argument("--space", default="", help="search-space YAML file or name in search_spaces/ (default smoke; "
+                   "--resume: the sweep's own)")  # fmt: skip
     p.add_argument("--data", default="", help="prepared dataset (default data/synthetic, generated if missing)")
     p.add_argument(
         "--fusion", default="", help="fix the fusion head (amf, late, early, cam, mtut, temt, single:<modality>)"

@@ -17,8 +17,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         partitions=args.partitions,
                         protocol=args.protocol, tracking_relay=args.tracking_relay,
                         gpus_per_fold=args.gpus_per_fold, cpus_per_fold=args.cpus_per_fold)  # fmt: skip
-    rows = run_sweep(opts)
+    from farm.sweep.cluster import TERMINATION
+
+    try:
+        rows = run_sweep(opts)
+    except KeyboardInterrupt:  # before Tune ran (or a second signal while it stopped)
+        if TERMINATION["signal"]:
+            print(f"farm: ended by signal {TERMINATION['signal']}; continue with farm sweep --resume --name "
+                  f"{opts.name or '<sweep>'}", file=sys.stderr)  # fmt: skip
+            return 128 + TERMINATION["signal"]
+        raise
     finished = any(r["status"] == "finished" for r in rows)
+    if TERMINATION["signal"]:  # SIGTERM / SIGHUP: the trials were cut as by Ctrl-C; the --resume line is above
+        import signal
+
+        name = signal.Signals(TERMINATION["signal"]).name
+        print(f"farm: stopped by {name}; continue with the --resume command above", file=sys.stderr)
+        return 128 + TERMINATION["signal"]
     if not finished and any(r["status"] == "interrupted" for r in rows):
         print("farm: interrupted; continue with the --resume command above", file=sys.stderr)
         return 130

@@ -107,6 +107,20 @@ def fusion_modalities(spec: str, requested: tuple[str, ...], available: tuple[st
     return tuple(wanted)
 
 
+def check_modality_options(cfg: Config, used: tuple[str, ...], available: tuple[str, ...]) -> None:
+    """Every modality a config option names is one the dataset holds and the model reads (`used`): a misspelt
+    or absent one would otherwise be ignored, and the run would train as if nothing had been asked."""
+    for key, names in (("augment.modality_dropout_only", cfg.augment.modality_dropout_only),):
+        unknown = [m for m in names if m not in available]
+        if unknown:
+            raise ValueError(f"{key}: modality {', '.join(unknown)} not in the dataset (it holds "
+                             f"{', '.join(available)})")  # fmt: skip
+        unread = [m for m in names if m not in used]
+        if unread:
+            raise ValueError(f"{key}: modality {', '.join(unread)} is not read by {cfg.model.fusion} (it reads "
+                             f"{', '.join(used)})")  # fmt: skip
+
+
 def build_model(cfg: Config, channels: dict[str, int], num_aus: int) -> FusionModel:
     """channels: {modality: input channels} in the order the model should use."""
     name, _ = parse_fusion(cfg.model.fusion)

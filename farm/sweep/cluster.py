@@ -99,3 +99,26 @@ def log_ray_to_file(path: Path) -> Path:
     logger.setLevel(logging.INFO)
     logger.propagate = False  # not to the root logger's handlers either
     return path
+
+
+TERMINATION = {"signal": 0}
+"""The signal (SIGTERM, SIGHUP) that ended the sweep, once `forward_termination` saw one; 0 = none."""
+
+
+def forward_termination() -> None:
+    """SIGTERM and SIGHUP (what `timeout`, SLURM, Kubernetes, `ray stop` and a closed terminal send) end the sweep
+    as Ctrl-C does: Tune's own SIGINT handling cuts the trials cleanly (the leaderboard marks them interrupted, the
+    last line is the --resume command) and `farm sweep` exits 128 + the signal. Installed after Ray starts: it
+    replaces the handler Ray's core worker installs, which prints a native crash dump and aborts (exit 134)."""
+    import signal
+
+    def forward(signum, frame) -> None:  # noqa: ARG001 - the signal module's handler signature
+        first = not TERMINATION["signal"]
+        TERMINATION["signal"] = signum
+        if first:  # a second signal while stopping: Tune's second SIGINT ends at once, as a second Ctrl-C does
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            signal.default_int_handler(signal.SIGINT, frame)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class SweepOptions:
-    space: str = "smoke"
+    space: str = ""
+    """Search-space file or shipped name; empty = smoke (a new sweep) or the sweep's own (--resume)."""
     data: str = ""
     """Prepared dataset; empty = data/synthetic, generated if missing."""
     fusion: str = ""

@@ -51,10 +51,7 @@ def resolve_options(opts: SweepOptions) -> SweepOptions:
         if not saved.exists():
             raise SweepError(f"nothing to resume: {saved} not found")
         stored = SweepOptions(**json.loads(saved.read_text()))
-        for key in ("seeds", "partitions", "protocol"):  # fixed when the sweep starts
-            given, kept = getattr(opts, key), getattr(stored, key)
-            if given and kept and given != kept:
-                raise SweepError(f"sweep {opts.name} runs with --{key} {kept}; --resume cannot change it to {given}")
+        check_resume_options(opts, stored)
         return replace(stored, resume=True, address=opts.address or stored.address)
     if opts.seeds < 0:
         raise SweepError(f"--seeds must be >= 1 (0 = the space file's sweep.seeds), got {opts.seeds}")
@@ -62,6 +59,7 @@ def resolve_options(opts: SweepOptions) -> SweepOptions:
         raise SweepError(f"--partitions must be >= 1 (0 = the space file's sweep.partitions), got {opts.partitions}")
     if opts.protocol and opts.protocol not in PROTOCOLS:
         raise SweepError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {opts.protocol!r}")
+    opts = replace(opts, space=opts.space or "smoke")
     name = opts.name or f"{Path(opts.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (root / name / "sweep.json").exists():
         raise SweepError(
@@ -70,6 +68,34 @@ def resolve_options(opts: SweepOptions) -> SweepOptions:
     data = opts.data or "data/synthetic"
     uri = opts.tracking_uri or f"sqlite:///{Path('mlflow.db').resolve()}"
     return replace(opts, name=name, data=str(Path(data).resolve()), tracking_uri=uri, storage=str(root))
+
+
+RESUMABLE = ("resume", "name", "storage", "address")
+"""Options a --resume may give: which sweep, where it lives, which cluster runs it. Every other option was fixed
+when the sweep started (sweep.json); Tune restores the sweep with those, whatever the command line says."""
+
+
+def check_resume_options(given: SweepOptions, stored: SweepOptions) -> None:
+    """A --resume that names a sweep-defining option (space, data, seeds, ...) other than the sweep's own is
+    refused, naming the sweep's value: silently resuming with the old one would run what the user did not ask."""
+    default = SweepOptions()
+    for key in SweepOptions.__dataclass_fields__:
+        new, kept = getattr(given, key), getattr(stored, key)
+        if key in RESUMABLE or new == getattr(default, key) or new == kept:
+            continue
+        if key == "data" and Path(new).resolve() == Path(kept).resolve():
+            continue
+        if key == "space":
+            from farm.sweep.space import SpaceError, resolve_space_path
+
+            try:
+                if resolve_space_path(new).resolve() == resolve_space_path(kept).resolve():
+                    continue
+            except SpaceError:
+                pass
+        flag = "--" + key.replace("_", "-")
+        raise SweepError(f"sweep {given.name} runs with {flag} {kept}; --resume cannot change it to {new} (give no "
+                         f"{flag} to continue it, or start a new sweep with another --name)")  # fmt: skip
 
 
 def prepare_data(opts: SweepOptions) -> None:
@@ -99,7 +125,7 @@ def check_plan(space: SearchSpace, opts: SweepOptions) -> tuple[dict[str, Any], 
     unknown = [f for f in folds if f not in parts.parts]
     if unknown:
         raise SweepError(f"{space.path}: sweep.folds {unknown} not among the partitions {list(parts.parts)}")
-    from farm.models import fusion_modalities
+    from farm.models import check_modality_options, fusion_modalities
 
     fusions = next((p.choices for p in space.params if p.key == "model.fusion"), None) or [base.model.fusion]
     from farm.evaluate.cv import objective_metrics
@@ -109,6 +135,8 @@ def check_plan(space: SearchSpace, opts: SweepOptions) -> tuple[dict[str, Any], 
     for fusion in fusions:  # e.g. temt on three modalities: refused now, not in a worker an hour later
         try:
             mods = fusion_modalities(str(fusion), base.data.modalities, store.meta.modality_names)
+            check_modality_options(replace(base, model=replace(base.model, fusion=str(fusion))), mods,
+                                   store.meta.modality_names)  # fmt: skip
         except (KeyError, ValueError) as e:
             msg = e.args[0] if isinstance(e, KeyError) else str(e)
             raise SweepError(f"{space.path}: model.fusion {fusion}: {msg}") from None
@@ -194,8 +222,6 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
     trials, max_concurrent = sweep_size(space, opts)
     sweep_dir = Path(opts.storage) / opts.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    if not opts.resume:
-        (sweep_dir / "sweep.json").write_text(json.dumps(asdict(opts), indent=2))
 
     from farm.tracking.mlflow import ensure_store, experiment_id
 
@@ -220,8 +246,13 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
             join_cluster(opts.address)
         else:  # a new Ray of its own, on 127.0.0.1 only (tests keep its sockets and logs in FARM_RAY_TEMP_DIR)
             start_local_ray(os.environ.get("FARM_RAY_TEMP_DIR"), log=_log)
+    from farm.sweep.cluster import forward_termination
+
+    forward_termination()  # SIGTERM / SIGHUP: as Ctrl-C, not Ray's crash dump
     per_trial = 1 if opts.protocol == "nested" else len(folds) * opts.partitions
     resources = plan_resources(per_trial * opts.seeds, max_concurrent, opts)
+    if not opts.resume:  # once the plan is accepted: a refused one leaves no sweep to --resume
+        (sweep_dir / "sweep.json").write_text(json.dumps(asdict(opts), indent=2))
     from farm.tracking.relay import needs_relay, start_relay
 
     relay = needs_relay(opts.tracking_uri, opts.tracking_relay, sum(n["Alive"] for n in ray.nodes()))

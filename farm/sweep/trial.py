@@ -172,6 +172,14 @@ def plan_resources(num_workers: int, max_concurrent: int, opts: SweepOptions,
         total = ray.cluster_resources()
     gpus = int(total.get("GPU", 0))
     cpus = float(total.get("CPU", 1))
+    if opts.gpus_per_fold and not gpus:  # asked for GPUs: hours on CPUs would be a silent surprise
+        from farm.sweep.options import SweepError
+
+        have = ", ".join(f"{k} {v:g}" for k, v in sorted(total.items()) if k in ("CPU", "GPU", "memory") or
+                         k.startswith("accelerator_type")) or "nothing"  # fmt: skip
+        raise SweepError(f"--gpus-per-fold {opts.gpus_per_fold} (or sweep.gpus_per_fold) asks for GPUs, but the Ray "
+                         f"cluster has none ({have}); drop it to train on CPUs, or join a cluster with GPUs "
+                         "(--address)")  # fmt: skip
     if gpus:
         from farm.sweep.space import gpu_share
 

@@ -103,3 +103,18 @@ def test_local_pretrained_weights_load_and_adapt(tmp_path):
     assert torch.allclose(grey.net.conv1.weight, ref.conv1.weight.sum(1, keepdim=True))
     with pytest.raises(FileNotFoundError, match="not found"):
         build_backbone("resnet18", 3, str(tmp_path / "missing.pth"))
+
+
+def test_a_modality_option_naming_an_absent_or_unread_modality_is_refused():
+    from farm.config import Config, load_config
+    from farm.models import check_modality_options
+
+    cfg = load_config(overrides={"augment.modality_dropout_only": "sonar"})
+    with pytest.raises(ValueError, match=r"augment.modality_dropout_only: modality sonar not in the dataset \(it holds "
+                       r"visual, depth, thermal\)"):  # fmt: skip
+        check_modality_options(cfg, ("visual", "depth"), ("visual", "depth", "thermal"))
+    cfg = load_config(overrides={"augment.modality_dropout_only": "thermal"})
+    with pytest.raises(ValueError, match=r"modality thermal is not read by amf \(it reads visual, depth\)"):
+        check_modality_options(cfg, ("visual", "depth"), ("visual", "depth", "thermal"))
+    check_modality_options(cfg, ("visual", "thermal"), ("visual", "depth", "thermal"))  # read: accepted
+    check_modality_options(Config(), ("visual",), ("visual",))  # nothing named: nothing to check

@@ -125,7 +125,9 @@ def test_gpus_per_fold_lets_a_whole_trial_share_one_gpu(tmp_path):
     assert plan_resources(3, 1, SweepOptions(), {"CPU": 16.0, "GPU": 1.0})["per_fold"]["GPU"] == 0.33  # the default
     assert plan_resources(3, 1, SweepOptions(), {"CPU": 16.0, "GPU": 4.0})["per_fold"]["GPU"] == 1.0
     assert plan_resources(3, 1, replace(opts, gpus_per_fold="0.5"), {"CPU": 16.0, "GPU": 4.0})["per_fold"]["GPU"] == 0.5
-    assert plan_resources(3, 1, opts, {"CPU": 2.0})["gpu"] is False  # no GPU: the knob does nothing
+    assert plan_resources(3, 1, SweepOptions(), {"CPU": 2.0})["gpu"] is False  # no GPU, none asked: CPUs
+    with pytest.raises(SweepError, match=r"--gpus-per-fold 1/3 .*asks for GPUs, but the Ray cluster has none \(CPU 2\)"):
+        plan_resources(3, 1, opts, {"CPU": 2.0})  # asked for GPUs on a cluster without: refused, not ignored
     assert (gpu_share("1/3"), gpu_share(0.25), gpu_share(2)) == (0.33, 0.25, 2.0)
     for bad in ("0", "1/0", "x", "1.5", -1):
         with pytest.raises(ValueError, match="expected"):
@@ -168,6 +170,25 @@ def test_seeds_and_protocol_keys_are_checked(tmp_path):
     (tmp_path / "s2" / "sweep.json").write_text(json.dumps({"name": "s2", "partitions": 3}))
     with pytest.raises(SweepError, match=r"sweep s2 runs with --partitions 3; --resume cannot change it to 2"):
         resolve_options(SweepOptions(name="s2", resume=True, partitions=2, storage=str(tmp_path)))
+
+
+def test_resume_refuses_another_space_or_data_and_takes_the_same_ones(tmp_path):
+    (tmp_path / "s").mkdir()
+    stored = {"name": "s", "space": "smoke", "data": str(tmp_path / "data"), "tracking_uri": "sqlite:////x.db"}
+    (tmp_path / "s" / "sweep.json").write_text(json.dumps(stored))
+    resume = lambda **kw: resolve_options(SweepOptions(name="s", resume=True, storage=str(tmp_path), **kw))  # noqa: E731
+    with pytest.raises(SweepError, match=r"sweep s runs with --space smoke; --resume cannot change it to baselines"):
+        resume(space="baselines")
+    with pytest.raises(SweepError, match=r"runs with --data .*data; --resume cannot change it to elsewhere"):
+        resume(data="elsewhere")
+    with pytest.raises(SweepError, match=r"runs with --tracking-uri sqlite:////x.db"):
+        resume(tracking_uri="sqlite:////y.db")
+    with pytest.raises(SweepError, match=r"runs with --trials 0; --resume cannot change it to 7"):
+        resume(trials=7)
+    # the sweep's own values, however spelt, and what a resume may change, pass
+    kept = resume(space=str(Path(__file__).parents[2] / "search_spaces" / "smoke.yaml"), data=str(tmp_path / "data"),
+                  address="127.0.0.1:6379")  # fmt: skip
+    assert (kept.space, kept.address, kept.resume) == ("smoke", "127.0.0.1:6379", True)
 
 
 def row(trial, val, test, status="finished", seed_std=math.nan, folds=None):
