@@ -68,7 +68,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from farm.tracking.sweeps import report_sweeps
+    from farm.tracking.reports import report_sweeps
 
     out = args.out or str(Path("reports") / args.sweep[0])
     report, paths = report_sweeps(tracking_uri(args), args.sweep, args.paper, out, metric=selection_metric(args.metric),
