@@ -551,8 +551,9 @@ class Report:
         level = f"{100 * LEVEL:g}%"
         if self.contrast:
             a, b = (r.method for r in self.rows)
-            head = [f"## Comparison: {a.label} against {b.label}", "",
-                    f"{a.label} − {b.label} in test F1 points (two trials of sweep {a.sweep}): the Avg statistic"]  # fmt: skip
+            head = [f"## Comparison: {_md(a.label)} against {_md(b.label)}", "",
+                    f"{_md(a.label)} − {_md(b.label)} in test F1 points (two trials of sweep {_md(a.sweep)}): the Avg "
+                    "statistic"]  # fmt: skip
         else:
             head = ["## Comparisons: AMF against each baseline", "", "AMF − baseline in test F1 points: the Avg statistic"]
         lines = [*head[:-1], head[-1] + " (per fold the AU-mean F1 from the fold's pooled counts, mean over folds), "
