@@ -68,11 +68,17 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from farm.tracking.sweeps import report_sweeps
+    from farm.tracking.reports import report_sweeps, report_trials
 
     out = args.out or str(Path("reports") / args.sweep[0])
-    report, paths = report_sweeps(tracking_uri(args), args.sweep, args.paper, out, metric=selection_metric(args.metric),
-                                  n_boot=args.bootstrap, seed=args.seed)  # fmt: skip
+    common = {"metric": selection_metric(args.metric), "n_boot": args.bootstrap, "seed": args.seed}
+    if args.trial:
+        if len(args.sweep) != 1 or len(args.trial) != 2:
+            raise ValueError(f"--trial compares two trials of one sweep: expected one --sweep and two "
+                             f"--trial, got {len(args.sweep)} and {len(args.trial)}")  # fmt: skip
+        report, paths = report_trials(tracking_uri(args), args.sweep[0], args.trial, args.paper, out, **common)
+    else:
+        report, paths = report_sweeps(tracking_uri(args), args.sweep, args.paper, out, **common)
     print(report.to_markdown())
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0

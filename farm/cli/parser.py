@@ -194,7 +194,10 @@ def _add_promote(sub: argparse._SubParsersAction) -> None:
         "new version with its lineage (sweep, trial, fold runs, data, split and partitions hashes, git SHA, CV "
         "metrics). The alias 'champion' moves to it only if a paired subject-level bootstrap of the test-fold F1 "
         "difference against the current champion has its lower 95%% bound above zero (or there is no champion); "
-        "otherwise the version gets 'challenger' and the reason. Then the robustness study runs and is attached.",
+        "otherwise the version gets 'challenger' and the reason. Then the robustness study runs and is attached. "
+        "A nested sweep registers its selection: the fold models of the trial each outer fold's search selected, "
+        "compared with the champion on their pooled test predictions (each subject predicted by a model whose "
+        "selection never saw it).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  farm promote --sweep smoke-20261124-101500\n"
         "  farm promote --sweep amf-bp4d --model-name amf-bp4d-vd --tracking-uri http://127.0.0.1:5000\n"
@@ -205,7 +208,8 @@ def _add_promote(sub: argparse._SubParsersAction) -> None:
                    "objective, cv/val_f1_mean unless its space named others; with several objectives that picks the "
                    "Pareto front's best by the first; validation subjects only: test metrics are refused)")  # fmt: skip
     p.add_argument("--model-name", default="", help="registered model name (default <fusion>-<dataset>)")
-    p.add_argument("--trial", default="", help="promote this trial (run name) instead of the best")
+    p.add_argument("--trial", default="", help="promote this trial (run name) instead of the best (nested: that "
+                   "trial's one outer-fold model instead of the selection)")  # fmt: skip
     p.add_argument("--force", action="store_true", help="make it champion whatever the bootstrap says (recorded)")
     p.add_argument("--no-robustness", action="store_true", help="skip the robustness study")
     p.add_argument("--data", default="", help="dataset for the robustness study (default: the trial's data.path)")
@@ -266,21 +270,31 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "report",
         help="per-AU F1 of the best trial of each fusion method, beside the AMF paper's Table 1 or 2",
         description="For each fusion method that ran in the sweep(s), take the best finished trial by the "
-        "validation metric and report its per-AU test F1, mean ± std over folds, with the data, split and "
+        "validation metric (a nested sweep: per outer fold the best of the method's trials in that fold's search, "
+        "their pooled test predictions) and report its per-AU test F1, mean ± sample std over folds, with the "
+        "data, split and "
         "preprocessing each number came from. With --paper, the paper's table sits beside it, its AU columns "
         "relabelled to the BP4D set the numbers belong to (DOMAIN.md section 2). AMF is compared with each "
         "baseline on the test frames both predicted: the difference with a 95%% paired subject-level bootstrap "
         "interval, and words that claim only what the interval supports. Writes report.md, report.csv, "
         "report.png and robustness.png (missing and noisy modalities per method, from the validation measures and "
-        "any promoted model's test study, beside the paper's Fig. 4/5 numbers).",
+        "any promoted model's test study, beside the paper's Fig. 4/5 numbers). A joint sweep's report says how many "
+        "test subjects its selection saw as validation subjects of other folds and, where the store holds a nested "
+        "sweep of the same space, both estimates. --trial A --trial B compares two trials of one sweep instead "
+        "(e.g. AMF with and without modality dropout), labelled by the searched values in which they differ.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  farm report --sweep smoke-20261124-101500\n"
-        "  farm report --sweep amf-bp4d --sweep baselines-bp4d --paper bp4d --out reports/bp4d",
+        "  farm report --sweep amf-bp4d --sweep baselines-bp4d --paper bp4d --out reports/bp4d\n"
+        "  farm report --sweep amf-bp4d --trial 3f2a_00007 --trial 3f2a_00011\n"
+        "  farm report --sweep amf-nested --trial tag:best=true --trial 3f2a_00002",
     )
     p.add_argument("--sweep", action="append", required=True, help="sweep name (repeat for several sweeps)")
     p.add_argument("--paper", choices=("bp4d", "bp4dplus"), default=None, help="put the paper's table beside")
     p.add_argument("--metric", default="cv/val_f1_mean", help="selection metric (default cv/val_f1_mean)")
     p.add_argument("--out", default="", help="output directory (default reports/<first sweep>)")
+    p.add_argument("--trial", action="append", default=[], help="with one --sweep, twice: compare these two trials "
+                   "(trial id as the leaderboard shows it, run id, or tag:KEY=VALUE for the best trial with that "
+                   "tag)")  # fmt: skip
     p.add_argument("--bootstrap", type=int, default=2000,
                    help="replicates of the paired subject-level bootstrap behind the comparisons (default 2000)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed of that bootstrap (default 0)")

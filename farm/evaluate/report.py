@@ -1,4 +1,4 @@
-"""Reports: the chosen trial of each fusion as per-AU test F1 (mean ± std over folds), beside the AMF paper.
+"""Reports: the chosen trial of each fusion as per-AU test F1 (mean ± sample std over folds), beside the AMF paper.
 
 Pure: no MLflow, no Ray. `farm/tracking/sweeps.py` reads the runs into `MethodResult`s; this module turns them
 into numbers (`build_report`), Markdown and CSV (`Report`); `farm/evaluate/report_files.py` writes those with the
@@ -56,7 +56,7 @@ CSV_FIELDS = ("section", "source", "method", "fusion", "modalities", "au", "f1_m
               "paper_f1_pct", "paper_method", "sweep", "trial", "run_id", "data_hash", "split_hashes",
               "partitions_hash", "condition", "kind", "sigma", "f1", "delta", "split", "protocol", "seeds",
               "baseline", "baseline_fusion", "diff", "low", "high", "n_subjects", "n_frames", "n_boot", "seed",
-              "verdict")  # fmt: skip
+              "verdict", "num_partitions", "partition_std_pct", "joint_pct", "nested_pct", "nested_sweep")  # fmt: skip
 LEVEL = 0.95
 """Coverage of the comparisons' bootstrap intervals."""
 
@@ -76,7 +76,8 @@ class MethodResult:
     trial: str
     run_id: str
     fold_f1: dict[str, dict[str, float]]
-    """fold -> {AU: test F1 in [0, 1]}; an AU the run did not log (no known label) is left out."""
+    """fold -> {AU: test F1 in [0, 1]} (a fold's seeds averaged); an AU the run did not log (no known label) is left
+    out. With several subject partitions: partition 0's, and `partition_f1` holds them all."""
     data_hash: str = ""
     split_hashes: dict[str, str] = field(default_factory=dict)
     partitions_hash: str = ""
@@ -114,31 +115,59 @@ class MethodResult:
     read (`predictions_note` says why)."""
     predictions_note: str = ""
     """Why `predictions` is None (e.g. the artifact store cannot be reached from here)."""
+    partition_f1: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """partition -> fold -> {AU: test F1} when the trial ran several subject partitions (`sweep.partitions`);
+    empty = one partition, `fold_f1`."""
+    selected: tuple[str, ...] = ()
+    """Nested protocol: the trial chosen for each outer fold ('P1: trial t_3 (run ...)'), whose fold runs these
+    numbers are; empty for a single trial."""
+    name: str = ""
+    """The label to show instead of the fusion's (two trials of one fusion compared: 'AMF t_1 (lr=0.001)')."""
+    test_seen: tuple[int, int] | None = None
+    """Joint protocol: (test subjects that were a validation subject of another fold, test subjects), from the fold
+    runs' split tags; None = not known (no split tags)."""
 
     @property
     def label(self) -> str:
-        return fusion_label(self.fusion)
+        return self.name or fusion_label(self.fusion)
+
+    @property
+    def partitions(self) -> dict[int, dict[str, dict[str, float]]]:
+        """partition -> fold -> {AU: test F1}: `partition_f1`, or {0: fold_f1}."""
+        return self.partition_f1 or {0: self.fold_f1}
 
     @property
     def provenance(self) -> str:
-        """'3 folds (P1, P2, P3) x 1 seed, joint protocol': what every number of this method averages over."""
+        """'3 folds (P1, P2, P3) x 1 seed, joint protocol' (' x 2 partitions' with several): what every number of
+        this method averages over."""
         folds = sorted(self.fold_f1)
-        return (f"{len(folds)} fold{'s' * (len(folds) != 1)} ({', '.join(folds)}) x {self.seeds} "
-                f"seed{'s' * (self.seeds != 1)}, {self.protocol} protocol")  # fmt: skip
+        parts = len(self.partitions)
+        return (f"{len(folds)} fold{'s' * (len(folds) != 1)} ({', '.join(folds)})"
+                f"{f' x {parts} partitions' if parts > 1 else ''} x {self.seeds} seed{'s' * (self.seeds != 1)}, "
+                f"{self.protocol} protocol")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class MethodSummary:
-    """A method's numbers over folds (fractions): per AU, and the Avg (per-fold AU mean, then over folds)."""
+    """A method's numbers over folds (fractions): per AU, and the Avg (per-fold AU mean, then over folds).
+
+    Several partitions: each number is the mean over partitions of that partition's fold mean, each std the mean
+    over partitions of the sample std over folds; `partition_std` is the sample std of the partitions' Avg."""
 
     method: MethodResult
     folds: tuple[str, ...]
     au_mean: dict[str, float]
     au_std: dict[str, float]
+    """Sample std (ddof = 1) over folds."""
     fold_avg: dict[str, float]
+    """Per fold its AU-mean F1 (several partitions: keys 'r<r>/<fold>')."""
     avg_mean: float
     avg_std: float
     paper: PaperRow | None = None
+    partition_avg: dict[int, float] = field(default_factory=dict)
+    """Per partition its Avg (mean over folds of the AU-mean F1)."""
+    partition_std: float = math.nan
+    """Sample std (ddof = 1) of `partition_avg`; NaN with one partition."""
 
 
 def _nan_stat(fn, a: np.ndarray, axis: int) -> np.ndarray:
@@ -147,17 +176,32 @@ def _nan_stat(fn, a: np.ndarray, axis: int) -> np.ndarray:
         return fn(a, axis=axis)
 
 
+def _sample_std(a: np.ndarray, axis: int) -> np.ndarray:
+    return np.nanstd(a, axis=axis, ddof=1)
+
+
 def summarize_method(method: MethodResult, aus: tuple[str, ...], paper: PaperTable | None = None) -> MethodSummary:
-    if not method.fold_f1:
+    """Per partition: per AU the mean and sample std over folds, per fold the AU mean, and the Avg (mean over folds
+    of the fold's AU mean, the statistic the comparisons use); then each of these averaged over partitions."""
+    if not method.fold_f1 or not all(method.partitions.values()):
         raise ReportError(f"{method.label} (trial {method.trial}, run {method.run_id}) has no fold results")
-    folds = tuple(sorted(method.fold_f1))
-    f1 = np.array([[method.fold_f1[f].get(au, np.nan) for au in aus] for f in folds], dtype=float)  # (F, A)
-    au_mean = _nan_stat(np.nanmean, f1, 0)  # (A,) as farm/evaluate/cv.py: NaN folds left out
-    au_std = _nan_stat(np.nanstd, f1, 0)  # (A,) population std
-    fold_avg = _nan_stat(np.nanmean, f1, 1)  # (F,) = each fold's test/f1_mean when aus = the trained AUs
-    return MethodSummary(method, folds, dict(zip(aus, au_mean.tolist())), dict(zip(aus, au_std.tolist())),
-                         dict(zip(folds, fold_avg.tolist())), float(fold_avg.mean()), float(fold_avg.std()),
-                         paper.row_for(method.fusion) if paper else None)  # fmt: skip
+    parts = method.partitions
+    au_means, au_stds, avgs, stds, fold_avg = [], [], {}, [], {}
+    for r in sorted(parts):
+        folds = tuple(sorted(parts[r]))
+        f1 = np.array([[parts[r][f].get(au, np.nan) for au in aus] for f in folds], dtype=float)  # (F, A)
+        au_means.append(_nan_stat(np.nanmean, f1, 0))  # (A,) as farm/evaluate/cv.py: NaN folds left out
+        au_stds.append(_nan_stat(_sample_std, f1, 0))  # (A,)
+        per_fold = _nan_stat(np.nanmean, f1, 1)  # (F,) = each fold's test/f1_mean when aus = the trained AUs
+        fold_avg.update({(f if len(parts) == 1 else f"r{r}/{f}"): float(v) for f, v in zip(folds, per_fold)})
+        avgs[r] = float(per_fold.mean())
+        stds.append(float(per_fold.std(ddof=1)) if len(per_fold) > 1 else math.nan)
+    au_mean, au_std = _nan_stat(np.nanmean, np.stack(au_means), 0), _nan_stat(np.nanmean, np.stack(au_stds), 0)
+    values = np.array(list(avgs.values()))  # (R,)
+    return MethodSummary(method, tuple(sorted(method.fold_f1)), dict(zip(aus, au_mean.tolist())),
+                         dict(zip(aus, au_std.tolist())), fold_avg, float(values.mean()),
+                         float(_nan_stat(np.nanmean, np.array(stds), 0)), paper.row_for(method.fusion) if paper else None,
+                         avgs, float(values.std(ddof=1)) if len(values) > 1 else math.nan)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -328,10 +372,53 @@ def _order(m: MethodResult) -> int:
     return FUSION_ORDER.index(name) if name in FUSION_ORDER else len(FUSION_ORDER)
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """One fusion's test F1 under both protocols of one search space (fractions): the joint sweep's chosen trial
+    (its cv/test_f1_mean) and the nested sweep's selection per outer fold (mean over outer folds); their difference
+    is the joint protocol's optimism. `note` says why there is no nested number."""
+
+    fusion: str
+    joint_sweep: str
+    joint_trial: str
+    joint: float
+    nested_sweep: str
+    nested: float = math.nan
+    nested_trials: str = ""
+    note: str = ""
+
+    @property
+    def optimism(self) -> float:
+        return self.joint - self.nested
+
+    def sentence(self) -> str:
+        head = f"{fusion_label(self.fusion)}: joint {_p1(100 * self.joint)} (sweep {self.joint_sweep}, trial {self.joint_trial})"
+        if not math.isfinite(self.nested):
+            return f"{head}; no nested estimate from sweep {self.nested_sweep}: {self.note}."
+        return (f"{head}, nested {_p1(100 * self.nested)} (sweep {self.nested_sweep}, {self.nested_trials}): the "
+                f"joint estimate is {_p1(100 * self.optimism)} points {'above' if self.optimism >= 0 else 'below'} "
+                "the nested one (its optimism, one run of each: no interval).")  # fmt: skip
+
+
+def seen_sentence(sweep: str, seen: tuple[int, int] | None, metric: str) -> str:
+    """The joint protocol's selection, in words: how many test subjects it saw as validation subjects."""
+    count = (f"{seen[0]} of its {seen[1]} test subjects were a validation subject of another fold" if seen
+             else "the fold runs record no split tags to count how many")  # fmt: skip
+    return (f"Sweep {sweep} used the joint protocol: its selection (each fold's early stopping, and the choice of "
+            f"trial by {metric}, the mean over folds of the validation F1) saw the test subjects of other folds as "
+            f"validation subjects: {count}, so its test F1 may be optimistic (farm sweep --protocol nested gives an "
+            "estimate whose selection never saw its test subjects).")  # fmt: skip
+
+
 def build_report(methods: list[MethodResult], aus: list[str] | tuple[str, ...], paper: PaperTable | None = None,
-                 *, store: str = "", n_boot: int = 2000, seed: int = 0) -> Report:  # fmt: skip
+                 *, store: str = "", n_boot: int = 2000, seed: int = 0, contrast: bool = False,
+                 estimates: tuple[Estimate, ...] = (), extra_notes: tuple[str, ...] = ()) -> Report:  # fmt: skip
     """Per-AU mean ± std over folds and the Avg column for each method, rows in the paper's order; AMF against
-    each other method with a 95% paired subject bootstrap of `n_boot` replicates (random seed `seed`)."""
+    each other method with a 95% paired subject bootstrap of `n_boot` replicates (random seed `seed`).
+
+    contrast: the methods are two trials of one sweep (`farm report --trial A --trial B`): rows in the given
+    order, the first compared with the second. estimates: joint against nested per fusion (the Protocol section);
+    extra_notes: lines for the Notes (e.g. a fusion left out)."""
     if not methods:
         raise ReportError("no method results to report")
     if not aus:
@@ -339,12 +426,18 @@ def build_report(methods: list[MethodResult], aus: list[str] | tuple[str, ...], 
     if n_boot < 1:
         raise ReportError(f"the bootstrap needs at least one replicate (got {n_boot})")
     aus = tuple(aus)
-    rows = tuple(summarize_method(m, aus, paper) for m in sorted(methods, key=_order))
+    if contrast and len(methods) != 2:
+        raise ReportError(f"a contrast compares two trials, got {len(methods)}")
+    rows = tuple(summarize_method(m, aus, paper) for m in (methods if contrast else sorted(methods, key=_order)))
     figures = load_paper_robustness(paper.name) if paper else None
     robust = tuple(summarize_robustness(r.method, figures) for r in rows)
-    pairs = tuple(compare_methods(a, b, n_boot, seed) for a in rows if a.method.fusion == "amf"
-                  for b in rows if b.method.fusion != "amf")  # fmt: skip
-    return Report(aus, rows, paper, store, robust, figures, pairs, n_boot, seed)
+    if contrast:
+        pairs = (compare_methods(rows[0], rows[1], n_boot, seed),)
+    else:
+        pairs = tuple(compare_methods(a, b, n_boot, seed) for a in rows if a.method.fusion == "amf"
+                      for b in rows if b.method.fusion != "amf")  # fmt: skip
+    return Report(aus, rows, paper, store, robust, figures, pairs, n_boot, seed, contrast, tuple(estimates),
+                  tuple(extra_notes))  # fmt: skip
 
 
 def _pct(v: float | None, std: float | None = None) -> str:
@@ -401,9 +494,14 @@ class Report:
     figures: PaperRobustness | None = None
     """The paper's Fig. 4/5 numbers that go with `paper` (None: no paper, or no figures for it)."""
     pairs: tuple[MethodComparison, ...] = ()
-    """AMF against each other method (the Comparisons section)."""
+    """AMF against each other method (the Comparisons section), or the first trial against the second (contrast)."""
     n_boot: int = 2000
     seed: int = 0
+    contrast: bool = False
+    """Two trials of one sweep compared (`farm report --trial A --trial B`), not AMF against the baselines."""
+    estimates: tuple[Estimate, ...] = ()
+    """Joint against nested, per fusion both protocols of the space have (the Protocol section)."""
+    extra_notes: tuple[str, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -413,6 +511,8 @@ class Report:
 
     def comparisons(self) -> list[str]:
         """One sentence per (AMF, other method) pair: the verdict its bootstrap interval supports, and its numbers."""
+        if self.contrast:
+            return [_compare(p) for p in self.pairs]
         if not any(r.method.fusion == "amf" for r in self.rows):
             return ["This report holds no AMF result, so it makes no AMF comparison."]
         if not self.pairs:
@@ -428,16 +528,43 @@ class Report:
             return f"Every farm number here: {next(iter(groups))}."
         return "Farm numbers: " + "; ".join(f"{k} ({', '.join(v)})" for k, v in groups.items()) + "."
 
+    def protocol_sentences(self) -> list[str]:
+        """What the protocol means for the test numbers: per joint sweep how many of its test subjects its selection
+        saw as validation subjects; per fusion the joint and nested estimates of one space where both exist."""
+        out, seen = [], {}
+        for r in self.rows:
+            m = r.method
+            if m.protocol == "joint" and not m.selected:
+                seen.setdefault(m.sweep, m.test_seen)
+        out += [seen_sentence(sweep, n, self.rows[0].method.objective_metric) for sweep, n in seen.items()]
+        if any(r.method.protocol == "nested" for r in self.rows):
+            out.append("Nested protocol: the test numbers of a nested method are the pooled test predictions of each "
+                       "outer fold's selected trial (the best of that fusion's trials in that outer fold's search): "
+                       "every test subject predicted once, by a model whose selection never saw it.")  # fmt: skip
+        if self.estimates:
+            out.append("Joint against nested (one search space; the nested number restricts each outer fold's search "
+                       "to the fusion's trials):")  # fmt: skip
+            out += [e.sentence() for e in self.estimates]
+        return out
+
     def comparison_markdown(self) -> list[str]:
         level = f"{100 * LEVEL:g}%"
-        lines = ["## Comparisons: AMF against each baseline", "",
-                 f"AMF − baseline in test F1 points: the Avg statistic (per fold the AU-mean F1 from the fold's pooled "
-                 "counts, mean over folds), recomputed from the folds' per-frame test predictions on the test frames "
+        if self.contrast:
+            a, b = (r.method for r in self.rows)
+            head = [f"## Comparison: {_md(a.label)} against {_md(b.label)}", "",
+                    f"{_md(a.label)} − {_md(b.label)} in test F1 points (two trials of sweep {_md(a.sweep)}): the Avg "
+                    "statistic"]  # fmt: skip
+        else:
+            head = ["## Comparisons: AMF against each baseline", "", "AMF − baseline in test F1 points: the Avg statistic"]
+        lines = [*head[:-1], head[-1] + " (per fold the AU-mean F1 from the fold's pooled counts, mean over folds), "
+                 "recomputed from the folds' per-frame test predictions on the test frames "
                  f"both methods predicted, with its {level} paired, subject-level bootstrap interval ({self.n_boot} "
                  f"replicates, random seed {self.seed}; subjects resampled within each fold, and each fold's seeds "
                  "where it has several). A method beats the other only where the interval excludes zero.", ""]  # fmt: skip
         if self.pairs:
-            lines += [f"| Method | Baseline | AMF − baseline (points) | {level} CI | AMF F1 | Baseline F1 | Subjects | "
+            diff = "A − B" if self.contrast else "AMF − baseline"
+            first = "A F1 | B F1" if self.contrast else "AMF F1 | Baseline F1"
+            lines += [f"| Method | Baseline | {diff} (points) | {level} CI | {first} | Subjects | "
                       "Frames | Folds x seeds | Protocol | Verdict |", "|" + "---|" * 11]  # fmt: skip
             for p in self.pairs:
                 c = p.result
@@ -456,15 +583,23 @@ class Report:
 
     def notes(self) -> list[str]:
         metric = self.rows[0].method.objective_metric
-        n = [f"Cells: test F1 (%) of the trial with the best {metric} per fusion, mean ± population std over "
-             "folds. Avg: per fold the mean over AUs, then mean ± std over folds (the run's cv/test_f1_mean ± "
-             "cv/test_f1_std)."]  # fmt: skip
+        folds = sorted({len(r.folds) for r in self.rows})
+        what = "the trial" if self.contrast else f"the trial with the best {metric} per fusion"
+        n = [f"Cells: test F1 (%) of {what}, mean ± sample std (ddof = 1) over the {'/'.join(map(str, folds))} "
+             "folds (a fold's seeds averaged first). Avg: per fold the mean over AUs, then mean ± sample std over "
+             "folds (the mean is the run's cv/test_f1_mean)."]  # fmt: skip
+        if any(len(r.partition_avg) > 1 for r in self.rows):
+            n.append("With several subject partitions (sweep.partitions): every number is the mean over partitions of "
+                     "that partition's fold mean, the ± the mean over partitions of the sample std over folds; the "
+                     "spread over partitions (sample std of the partitions' Avg, ddof = 1) is under Provenance and in "
+                     "report.csv (partition_std_pct).")  # fmt: skip
         if "test" in metric:
             n.append(f"WARNING: {metric} is a test metric: choosing trials by it selects models on the test folds, "
                      "so these test numbers are optimistically biased.")  # fmt: skip
         else:
             n.append(f"{metric} is measured on validation subjects carved from each fold's training subjects: "
-                     "test numbers never chose a trial.")  # fmt: skip
+                     "test numbers never chose a trial (but under the joint protocol a fold's validation subjects are "
+                     "another fold's test subjects: see Protocol).")  # fmt: skip
         if self.paper:
             n.append(f"Paper rows: {self.paper.title}, as published (no std). The paper's column headers are "
                      "relabelled here: it prints DISFA's AU set above numbers that are the standard BP4D twelve "
@@ -490,6 +625,7 @@ class Report:
                          "They are not directly comparable.")  # fmt: skip
         if len({tuple(sorted(r.method.split_hashes.items())) for r in self.rows}) > 1:
             n.append("The rows used different train/val/test splits (split hashes differ): see Provenance.")
+        n += list(self.extra_notes)
         for r in self.rows:
             logged = r.method.logged_test_f1_mean
             if math.isfinite(logged) and abs(logged - r.avg_mean) > 1e-6:
@@ -516,6 +652,9 @@ class Report:
                 avg = _pct(None if p.avg is None else p.avg / 100)
                 lines.append(f"| {_md(p.method)} | paper, Table {self.paper.table} ({self.paper.dataset}) | "
                              f"{_md(p.modal)} | {' | '.join(cells)} | {avg} |")  # fmt: skip
+        protocol = self.protocol_sentences()
+        if protocol:
+            lines += ["", "## Protocol", ""] + [f"- {_md(t)}" for t in protocol]
         lines += ["", *self.comparison_markdown()]
         if self.robustness:
             lines += ["", *self.robustness_markdown()]
@@ -529,6 +668,10 @@ class Report:
                       f"- objective: {m.objective_metric} = {m.objective:.4f}; folds: {', '.join(r.folds)} "
                       f"(per-fold Avg: {', '.join(f'{f} {_pct(v)}' for f, v in r.fold_avg.items())})",
                       f"- protocol: {m.provenance}",
+                      *([f"- partitions: Avg per partition {', '.join(f'r{k} {_pct(v)}' for k, v in r.partition_avg.items())}; "
+                         f"sample std over partitions {_pct(r.partition_std)}"] if len(r.partition_avg) > 1 else []),
+                      *([f"- nested selection (per outer fold, the trial best by {m.objective_metric} among this "
+                         f"fusion's trials of that fold's search): {'; '.join(m.selected)}"] if m.selected else []),
                       f"- data hash: `{m.data_hash or 'not recorded'}`",
                       f"- split hashes: `{splits}`",
                       f"- partitions hash: `{m.partitions_hash or 'not recorded'}`",
@@ -556,12 +699,14 @@ class Report:
                         "paper_method": f"{p.method} {p.modal}" if p else "",
                         "sweep": m.sweep, "trial": m.trial, "run_id": m.run_id, "data_hash": m.data_hash,
                         "split_hashes": ",".join(f"{k}:{v}" for k, v in sorted(m.split_hashes.items())),
-                        "partitions_hash": m.partitions_hash, "protocol": m.protocol, "seeds": m.seeds}  # fmt: skip
+                        "partitions_hash": m.partitions_hash, "protocol": m.protocol, "seeds": m.seeds,
+                        "num_partitions": len(m.partitions)}  # fmt: skip
                 for au in (*self.aus, "Avg"):
                     mean, std = (r.avg_mean, r.avg_std) if au == "Avg" else (r.au_mean[au], r.au_std[au])
                     paper_v = (p.avg if au == "Avg" else p.f1.get(au)) if p else None
                     w.writerow({**base, "au": au, "f1_mean_pct": _num(100 * mean), "f1_std_pct": _num(100 * std),
-                                "paper_f1_pct": _num(paper_v)})  # fmt: skip
+                                "paper_f1_pct": _num(paper_v),
+                                "partition_std_pct": _num(100 * r.partition_std) if au == "Avg" else ""})  # fmt: skip
             for p in self.paper.rows if self.paper else ():
                 for au in (*self.paper.aus, "Avg"):
                     v = p.avg if au == "Avg" else p.f1.get(au)
@@ -574,6 +719,11 @@ class Report:
                 w.writerow({"section": "robustness", **row})
             for row in self.comparison_csv_rows():
                 w.writerow({"section": "comparison", **row})
+            for e in self.estimates:  # diff = joint - nested: the joint protocol's optimism, in points
+                w.writerow({"section": "optimism", "source": "farm", "method": fusion_label(e.fusion),
+                            "fusion": e.fusion, "sweep": e.joint_sweep, "trial": e.joint_trial,
+                            "joint_pct": _num(100 * e.joint), "nested_pct": _num(100 * e.nested),
+                            "nested_sweep": e.nested_sweep, "diff": _num(100 * e.optimism), "verdict": e.note})  # fmt: skip
         return path
 
     def comparison_csv_rows(self) -> list[dict[str, str]]:
@@ -795,6 +945,6 @@ def _compare(p: MethodComparison) -> str:
         table = (f"the table's Avg: {na} {va:.1f} vs {nb} {vb:.1f} ({round(va, 1) - round(vb, 1):+.1f} points)"
                  if math.isfinite(va) and math.isfinite(vb) else "no finite Avg on both sides")  # fmt: skip
         s = f"{p.words}; {table}, with no interval: no claim either way"
-    if a.paper and b.paper and a.paper.avg is not None and b.paper.avg is not None:
+    if a.paper and b.paper and a.paper is not b.paper and a.paper.avg is not None and b.paper.avg is not None:
         s += f"; paper: AMF {a.paper.avg:.1f} vs {b.paper.avg:.1f} ({a.paper.avg - b.paper.avg:+.1f})"
     return s + "."

@@ -15,8 +15,8 @@ from farm.files import atomic_paths
 
 
 def plot_report(report: Report, path: str | Path) -> Path:
-    """Grouped bars per AU (and Avg), one bar per method, error bars = std over folds; paper values hollow.
-    Below, where the report compares AMF with other methods: AMF − baseline with its 95% bootstrap interval."""
+    """Grouped bars per AU (and Avg), one bar per method, error bars = sample std over folds; paper values hollow.
+    Below, where the report compares AMF with other methods (or two trials): A − B with its 95% bootstrap interval."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +49,7 @@ def plot_report(report: Report, path: str | Path) -> Path:
     ax.set_xticks(x, groups, rotation=45)
     ax.set_ylabel("test F1 (%)")
     ax.set_ylim(0, 100)
-    title = "per-AU test F1, mean ± std over folds"
+    title = "per-AU test F1, mean ± sample std over folds"
     ax.set_title(title + (f"; hollow: paper, Table {report.paper.table}" if report.paper else ""))
     ax.legend(fontsize=7, ncol=min(4, n + 1))
     fig.tight_layout()
@@ -74,7 +74,7 @@ def plot_comparisons(report: Report, ax) -> None:
             ax.text(0, y, "not comparable", ha="center", va="center", fontsize=7, color="0.4",
                     bbox={"fc": "white", "ec": "none"})  # fmt: skip
     what = {f"{p.folds_seeds}, {p.protocol} protocol" for p in report.pairs if p.result.comparable}
-    labels = [f"AMF − {p.b.method.label}" for p in report.pairs]
+    labels = [f"{p.a.method.label} − {p.b.method.label}" for p in report.pairs]
     if len(what) > 1:
         labels = [f"{t}\n{p.folds_seeds}, {p.protocol} protocol" if p.result.comparable else t
                   for t, p in zip(labels, report.pairs)]  # fmt: skip
@@ -83,7 +83,7 @@ def plot_comparisons(report: Report, ax) -> None:
     ax.set_ylim(-0.7, len(report.pairs) - 0.3)
     ax.margins(x=0.25)
     ax.set_xlabel("test F1 difference (points)")
-    ax.set_title(f"AMF − baseline, {100 * LEVEL:g}% paired subject bootstrap ({report.n_boot} replicates)"
+    ax.set_title(f"{'A − B' if report.contrast else 'AMF − baseline'}, {100 * LEVEL:g}% paired subject bootstrap ({report.n_boot} replicates)"
                  + (f"; {next(iter(what))}" if len(what) == 1 else ""), fontsize=9)  # fmt: skip
 
 

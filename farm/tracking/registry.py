@@ -41,10 +41,11 @@ from farm.tracking.sweeps import (
     PredictionsUnavailable,
     SweepLookupError,
     best_trial,
+    nested_selection,
     open_store,
     prediction_runs,
     record_for_run,
-    refuse_nested,
+    sweep_protocol,
     trial_runs,
 )
 from farm.tracking.sweeps import fold_predictions as read_fold_predictions
@@ -95,15 +96,19 @@ def model_folder(fold_run) -> str:
 def fold_models(record) -> dict[str, tuple[Path, tuple[str, ...]]]:
     """{model name: (best.pt, its test subjects)} from the trial's last Ray Train checkpoint (the parent run's
     `checkpoint` tag). A model per fold, named by the fold (P1), or with `sweep.seeds` > 1 a model per fold and
-    seed, named by its folder in the checkpoint (P1-s0: the fold run's `checkpoint_folder` tag)."""
+    seed, named by its folder in the checkpoint (P1-s0: the fold run's `checkpoint_folder` tag). A nested
+    selection (several trials) reads each fold run's own `checkpoint` tag (its best.pt)."""
     root = record.tags.get("checkpoint", "")
-    if not root:
-        raise PromoteError(f"trial {record.trial} (run {record.run_id}) has no checkpoint tag: did it finish?")
-    runs = prediction_runs(record) or list(record.folds)  # per (fold, seed): the latest finished run
+    runs = prediction_runs(record) or list(record.folds)  # per (partition, fold, seed): the latest finished run
+    untagged = [f.fold for f in runs if not f.tags.get("checkpoint")]
+    if not root and (untagged or not runs):
+        raise PromoteError(f"trial {record.trial} (run {record.run_id}) has no checkpoint tag"
+                           f"{f' (fold runs {untagged[0]}...)' if record.picks else ''}: did it finish?")  # fmt: skip
     out = {}
     for f in runs:
         folder = model_folder(f)
-        out[folder] = (Path(root) / folder / "best.pt", tuple(f.tags.get("split.test", "").split()))
+        path = Path(root) / folder / "best.pt" if root else Path(f.tags["checkpoint"])
+        out[folder] = (path, tuple(f.tags.get("split.test", "").split()))
     absent = [str(p) for p, _ in out.values() if not p.is_file()]
     if absent:
         raise PromoteError(f"trial {record.trial}: fold checkpoints not found: {', '.join(absent)} (was the sweep's "
@@ -190,15 +195,18 @@ class PromoteOptions:
 
 def default_model_name(record) -> str:
     data = Path(record.params.get("data.path", "data")).name or "data"
-    return f"{record.fusion.replace(':', '-')}-{data}"
+    return f"{record.fusion.replace(':', '-').replace('+', '-')}-{data}"
 
 
 def lineage_tags(record, sweep: str) -> dict[str, str]:
     tags = {"sweep": sweep, "trial": record.trial, "trial_run_id": record.run_id, "fusion": record.fusion,
             "fold_run_ids": ",".join(f"{f.fold}:{f.run_id}" for f in record.folds)}  # fmt: skip
-    for k in ("data_hash", "split_hashes", "partitions_hash", "git_sha", "space"):
+    for k in ("data_hash", "split_hashes", "partitions_hash", "git_sha", "space", "protocol"):
         if k in record.tags:
             tags[k] = record.tags[k]
+    if record.picks:  # a nested selection: the trial each outer fold's search selected
+        tags["selected_trials"] = ",".join(f"{n}:{t.trial}" for n, t in record.picks)
+        tags["selected_run_ids"] = ",".join(f"{n}:{t.run_id}" for n, t in record.picks)
     for k in ("cv/val_f1_mean", "cv/test_f1_mean", "cv/test_f1_std", "cv/test_f1_pooled"):
         if k in record.metrics:
             tags[k] = f"{record.metrics[k]:.4f}"
@@ -216,15 +224,13 @@ def selection_metric(client, sweep: str, metric: str = "") -> str:
 
 
 def promote(opts: PromoteOptions, log=print) -> dict[str, Any]:
-    """Register the sweep's best trial as a new model version; move `champion` only if it beats the current one."""
+    """Register the sweep's best trial as a new model version; move `champion` only if it beats the current one.
+
+    A nested sweep registers its selection: the ensemble of each outer fold's selected trial's fold models (the
+    best of that fold's search by the metric), compared with the champion on their pooled test predictions."""
     client = open_store(opts.tracking_uri)
     mlflow.set_tracking_uri(opts.tracking_uri)
     records = trial_runs(client, opts.sweep)
-    if not opts.trial:
-        try:
-            refuse_nested(client, opts.sweep, "promoting its best trial")
-        except SweepLookupError as e:
-            raise PromoteError(f"{e} (or --trial T registers that one fold's model)") from None
     opts = dataclasses.replace(opts, metric=selection_metric(client, opts.sweep, opts.metric))
     if opts.trial:
         chosen = [r for r in records if opts.trial in (r.trial, r.run_id)]
@@ -237,11 +243,17 @@ def promote(opts: PromoteOptions, log=print) -> dict[str, Any]:
             raise PromoteError(
                 f"trial {record.trial} is {record.status}, not FINISHED: only finished trials can be promoted"
             )
+    elif sweep_protocol(client, opts.sweep) == "nested":
+        try:
+            record = nested_selection(records, opts.metric)
+        except SweepLookupError as e:
+            raise PromoteError(f"{e} (or --trial T registers that one trial's fold model)") from None
     else:
         record = best_trial(records, opts.metric)
     name = opts.model_name or default_model_name(record)
-    log(f"candidate: trial {record.trial} of sweep {opts.sweep} ({record.fusion}), {opts.metric} "
-        f"{record.metrics.get(opts.metric, float('nan')):.4f}")  # fmt: skip
+    what = f"the nested selection (per outer fold {record.trial})" if record.picks else f"trial {record.trial}"
+    log(f"candidate: {what} of sweep {opts.sweep} ({record.fusion}), {opts.metric} "
+        f"{record.metrics.get(opts.metric, float('nan')):.4f}{' (mean over outer folds)' if record.picks else ''}")  # fmt: skip
 
     done = client.search_model_versions(f"name = '{name}'")
     done = [v for v in done if v.tags.get("trial_run_id") == record.run_id]
@@ -338,9 +350,14 @@ def version_description(record, sweep: str, n_models: int, decision, champion: s
                         promotion_run: str) -> str:  # fmt: skip
     """The registered version's page (Markdown): what it is, the decision with its interval, and links to its
     lineage (the trial, its fold runs, the promotion run) and provenance."""
-    folds = {f.fold for f in record.folds}
+    folds = {(f.partition, f.fold) for f in record.folds}
     what = (f"{record.fusion} from trial {record.trial} of sweep {sweep}: an ensemble of its {n_models} fold models"
             f"{' (folds x seeds)' if n_models > len(folds) else ''} (probabilities averaged).")  # fmt: skip
+    if record.picks:
+        what = (f"{record.fusion}: the nested selection of sweep {sweep}, per outer fold the trial its own search "
+                f"selected ({', '.join(f'{n} trial {t.trial}' for n, t in record.picks)}): an ensemble of their "
+                f"{n_models} fold models (probabilities averaged). Each outer fold's model was selected without its "
+                "test subjects; the decision below compares their pooled test predictions.")  # fmt: skip
     against = f"against version {champion}" if champion else "no champion to compare with"
     interval = (f" F1 difference {decision.difference:+.4f}, 95% paired subject-bootstrap interval "
                 f"[{decision.ci_low:+.4f}, {decision.ci_high:+.4f}] over {decision.n_subjects} subjects"
@@ -348,6 +365,8 @@ def version_description(record, sweep: str, n_models: int, decision, champion: s
     runs = prediction_runs(record) or list(record.folds)
     fold_links = ", ".join(run_link(record.experiment_id, f.run_id, model_folder(f))
                            for f in runs)  # fmt: skip
+    trials = ", ".join(run_link(record.experiment_id, t.run_id, f"trial {t.trial} ({n})") for n, t in record.picks) \
+        or run_link(record.experiment_id, record.run_id, f"trial {record.trial}")  # fmt: skip
     metrics = ", ".join(f"{k} {record.metrics[k]:.4f}" for k in ("cv/val_f1_mean", "cv/test_f1_mean", "cv/test_f1_std")
                         if k in record.metrics)  # fmt: skip
     return "\n".join([
@@ -355,7 +374,7 @@ def version_description(record, sweep: str, n_models: int, decision, champion: s
         "",
         f"**Decision** ({against}): {decision.reason}.{interval}",
         "",
-        f"**Lineage**: {run_link(record.experiment_id, record.run_id, f'trial {record.trial}')}; folds: {fold_links}; "
+        f"**Lineage**: {trials}; folds: {fold_links}; "
         f"{run_link(promotion_exp, promotion_run, 'promotion run')} (its `evaluation/` and `robustness/` artifacts).",
         f"**Provenance**: data hash {record.tags.get('data_hash', '?')}, git {record.tags.get('git_sha', '?')[:12]}, "
         f"space {record.tags.get('space', '?')}; {metrics} (F1 0-1).",

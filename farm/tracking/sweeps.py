@@ -7,12 +7,14 @@ a child run per fold (tag `mlflow.parentRunId`, tag `fold`; metrics `test/f1_<AU
 Parent status: FINISHED, KILLED (stopped by ASHA) or FAILED.
 
 `trial_runs` and `best_trial` are general (reports, promotion), and so is `fold_predictions` (the fold runs'
-per-frame test predictions, `predictions/test_predictions.parquet`); `method_result`, `trial_test_study`,
-`trial_predictions` and `report_sweeps` feed farm/evaluate/report.py.
+per-frame test predictions, `predictions/test_predictions.parquet`); `method_result`, `trial_test_study` and
+`trial_predictions` feed farm/tracking/reports.py (`farm report`).
 
-Seeds and protocol: a trial may train each fold with several seeds (a fold run per seed, tag `seed`; the
-parent run's param or tag `seeds`) under a protocol (parent-run tag `protocol`); a run without them is one
-seed, protocol "joint".
+Seeds, partitions and protocol: a trial may train each fold with several seeds (a fold run per seed, tag `seed`;
+the parent run's param or tag `seeds`) on several subject partitions (`sweep.partitions`: tag `partition` on each fold
+run, none = 0) under a protocol (parent-run tag `protocol`); a run without them is one seed, partition 0, protocol
+"joint". Nested: a trial trains one outer fold (tag `outer_fold`, and `partition`), and each outer fold's search
+tags the trial it selected `selected=true`; `nested_selection` reads them as one record.
 
 Robustness: a trial's parent run carries the fold means of its validation robustness
 (`cv/val_f1_missing_<m>`, `cv/val_f1_noise_<target>_<sigma>`, farm/evaluate/cv.py); a test-subject
@@ -27,16 +29,15 @@ import json
 import math
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from farm.evaluate.paper import load_paper_table
-from farm.evaluate.report import MethodResult, Report, build_report
-from farm.evaluate.report_files import write_report
+from farm.evaluate.report import MethodResult
 from farm.tracking.mlflow import PARENT_TAG
 
 if TYPE_CHECKING:
@@ -69,6 +70,11 @@ class FoldRun:
     tags: dict[str, str]
     start_time: int
 
+    @property
+    def partition(self) -> int:
+        """The subject partition of the run's fold (tag `partition`, `sweep.partitions` > 1); none = 0."""
+        return int(self.tags.get("partition") or 0)
+
 
 @dataclass(frozen=True)
 class TrialRecord:
@@ -87,6 +93,9 @@ class TrialRecord:
     end_time: int | None
     folds: tuple[FoldRun, ...]
     store: str = ""
+    picks: tuple[tuple[str, TrialRecord], ...] = ()
+    """A nested selection (`nested_selection`): (outer fold, the trial chosen for it) per outer fold; its `folds` are
+    those trials' runs of their outer fold, its metrics their means. Empty for a trial."""
 
     def metric(self, name: str) -> float:
         """The metric's last value, NaN when the run has none."""
@@ -141,14 +150,68 @@ def sweep_protocol(client: MlflowClient, sweep: str) -> str:
     return (exp.tags.get("protocol") if exp else "") or "joint"
 
 
-def refuse_nested(client: MlflowClient, sweep: str, what: str) -> None:
-    """Raise SweepLookupError for `what` (e.g. "farm promote") on a nested sweep: its trials each trained one outer
-    fold, and no single configuration is its result (its estimate of the tuned pipeline is in run nested-summary)."""
-    if sweep_protocol(client, sweep) == "nested":
-        raise SweepLookupError(
-            f"sweep {sweep!r} used the nested protocol: each of its trials trained one outer fold, and its result is "
-            f"the estimate of the whole search (cv/test_f1_nested_mean in its run nested-summary), not one "
-            f"configuration; {what} needs a joint sweep (farm sweep --protocol joint, the default)")  # fmt: skip
+def outer_unit(record: TrialRecord) -> tuple[int, str]:
+    """(partition, outer fold) of a nested sweep's trial: the search it belongs to (tags `partition`, `outer_fold`)."""
+    return int(record.tags.get("partition") or 0), record.tags.get("outer_fold", "")
+
+
+def nested_selection(records: list[TrialRecord], metric: str = OBJECTIVE, fusion: str | None = None) -> TrialRecord:
+    """A nested sweep's selection as one record: per (partition, outer fold) search, its FINISHED trial best by
+    `metric` (only trials of `fusion` when given; with the sweep's objective and no fusion: the trial the search
+    tagged selected=true), with that trial's fold runs of the outer fold (`TrialRecord.picks`).
+
+    Raises SweepLookupError naming the outer folds whose search did not finish (no trial tagged selected=true), or
+    those with no finished trial of `fusion`."""
+    sweep, store = (records[0].sweep, records[0].store) if records else ("?", "?")
+    units: dict[tuple[int, str], list[TrialRecord]] = {}
+    for t in records:
+        units.setdefault(outer_unit(t), []).append(t)
+    parts, folds = sorted({r for r, _ in units}), sorted({f for _, f in units})
+    name = {u: (f"r{u[0]}/{u[1]}" if len(parts) > 1 else u[1]) for u in product(parts, folds)}
+    done = {u for u, ts in units.items() if any(t.tags.get("selected") == "true" for t in ts)}
+    missing = [name[u] for u in product(parts, folds) if u not in done]
+    if missing:
+        raise SweepLookupError(f"nested sweep {sweep!r} in {store}: outer fold{'s' * (len(missing) > 1)} "
+                               f"{', '.join(missing)} did not finish (no trial of its search is tagged selected=true);"
+                               f" finish it: farm sweep --resume --name {sweep}")  # fmt: skip
+    picks, lacking = {}, []
+    for u in product(parts, folds):
+        pool = [t for t in units[u] if t.status == "FINISHED" and math.isfinite(t.metric(metric))
+                and (fusion is None or t.fusion == fusion)]  # fmt: skip
+        if pool:
+            picks[name[u]] = max(pool, key=lambda t: (t.metric(metric), -t.start_time))
+        else:
+            lacking.append(name[u])
+    if lacking:
+        raise SweepLookupError(f"nested sweep {sweep!r}: outer fold{'s' * (len(lacking) > 1)} {', '.join(lacking)} "
+                               f"{'have' if len(lacking) > 1 else 'has'} no FINISHED trial"
+                               f"{f' of fusion {fusion!r}' if fusion else ''} with a finite {metric}")  # fmt: skip
+    return _selection_record(picks)
+
+
+def _selection_record(picks: dict[str, TrialRecord]) -> TrialRecord:
+    """The picks as one record: their fold runs of their own outer fold; params and tags they share; cv/ metrics
+    averaged over outer folds (cv/num_folds: outer folds per partition)."""
+    recs = list(picks.values())
+    units = {name: outer_unit(t) for name, t in picks.items()}
+    folds = tuple(f for name, t in picks.items() for f in t.folds if (f.partition, f.fold) == units[name])
+
+    def shared(dicts: list[dict[str, str]]) -> dict[str, str]:
+        return {k: v for k, v in dicts[0].items() if all(d.get(k) == v for d in dicts[1:])}
+
+    metrics = {k: float(np.mean([t.metrics[k] for t in recs])) for k in recs[0].metrics
+               if k.startswith("cv/") and not k.endswith("_std") and all(k in t.metrics for t in recs)}  # fmt: skip
+    metrics["cv/num_folds"] = float(len({f for _, f in units.values()}))
+    tags = {k: v for k, v in shared([t.tags for t in recs]).items()
+            if k not in ("selected", "best", "outer_fold", "partition", "checkpoint", "trial") and not k.startswith("mlflow.")}  # fmt: skip
+    tags["protocol"] = "nested"
+    tags["split_hashes"] = ",".join(t.tags["split_hashes"] for t in recs if t.tags.get("split_hashes"))
+    first = recs[0]
+    return TrialRecord(",".join(t.run_id for t in recs), ", ".join(f"{n}:{t.trial}" for n, t in picks.items()),
+                       first.sweep, first.experiment_id, "+".join(dict.fromkeys(t.fusion for t in recs)), "FINISHED",
+                       metrics, shared([t.params for t in recs]), tags, min(t.start_time for t in recs),
+                       max((t.end_time or 0 for t in recs), default=None), folds, first.store,
+                       tuple(picks.items()))  # fmt: skip
 
 
 def best_trial(records: list[TrialRecord], metric: str = OBJECTIVE, fusion: str | None = None) -> TrialRecord:
@@ -208,12 +271,26 @@ def describe_dataset(path: str, run_hash: str = "") -> str:
 
 
 def _fold_runs(record: TrialRecord) -> list[FoldRun]:
-    """One run per fold: the latest FINISHED one holding test metrics."""
-    chosen: dict[str, FoldRun] = {}
+    """One run per (partition, fold): the latest FINISHED one holding test metrics."""
+    chosen: dict[tuple[int, str], FoldRun] = {}
     for f in sorted(record.folds, key=lambda f: f.start_time):
         if f.status == "FINISHED" and "test/f1_mean" in f.metrics:
-            chosen[f.fold] = f
+            chosen[(f.partition, f.fold)] = f
     return [chosen[k] for k in sorted(chosen)]
+
+
+def test_subjects_seen(runs: list[FoldRun]) -> tuple[int, int] | None:
+    """(test subjects that were a validation subject of another fold, test subjects) over the fold runs' split tags
+    (each (partition, fold) once); None when a run has no split tags. A joint trial's objective averages every fold's
+    validation F1, so those test subjects took part in choosing the trial."""
+    units: dict[tuple[int, str], tuple[set[str], set[str]]] = {}
+    for f in runs:
+        if "split.val" not in f.tags or "split.test" not in f.tags:
+            return None
+        units[(f.partition, f.fold)] = (set(f.tags["split.val"].split()), set(f.tags["split.test"].split()))
+    test = set().union(*(t for _, t in units.values()))
+    seen = {s for u, (_, t) in units.items() for s in t if any(s in v for w, (v, _) in units.items() if w != u)}
+    return len(seen), len(test)
 
 
 def method_result(record: TrialRecord, metric: str = OBJECTIVE) -> MethodResult:
@@ -222,15 +299,18 @@ def method_result(record: TrialRecord, metric: str = OBJECTIVE) -> MethodResult:
     folds = _fold_runs(record)
     if not folds:
         raise SweepLookupError(f"{where} is {record.status} but has no finished fold run with test metrics")
-    expected = record.metric("cv/num_folds")
-    if math.isfinite(expected) and len(folds) != int(expected):
-        raise SweepLookupError(f"{where}: {len(folds)} finished fold runs, the trial logged cv/num_folds = "
-                               f"{int(expected)}")  # fmt: skip
+    expected = record.metric("cv/num_folds")  # folds per partition, or over all partitions
+    counts = {part: sum(f.partition == part for f in folds) for part in sorted({f.partition for f in folds})}
+    if math.isfinite(expected) and len(folds) != int(expected) and set(counts.values()) != {int(expected)}:
+        per = ", ".join(f"{n} in partition {part}" for part, n in counts.items())
+        raise SweepLookupError(f"{where}: {len(folds)} finished fold runs{f' ({per})' if len(counts) > 1 else ''}, "
+                               f"the trial logged cv/num_folds = {int(expected)}")  # fmt: skip
     aus = tuple(a for a in record.params.get("data.aus", "").split(",") if a)
     if not aus:  # older runs without the param: the AUs the folds logged
         aus = tuple(dict.fromkeys(k[len("test/f1_") :] for f in folds for k in f.metrics
                                   if k.startswith("test/f1_") and k != "test/f1_mean"))  # fmt: skip
-    fold_f1 = seed_mean_f1(prediction_runs(record), aus)
+    runs = prediction_runs(record)
+    by_part = {r: seed_mean_f1([f for f in runs if f.partition == r], aus) for r in sorted({f.partition for f in runs})}
     split_tag = record.tags.get("split_hashes", "")
     splits = dict(s.split(":", 1) for s in split_tag.split(",") if ":" in s) if split_tag else {}
     splits = splits or {f.fold: f.tags["split_hash"] for f in folds if f.tags.get("split_hash")}
@@ -241,7 +321,9 @@ def method_result(record: TrialRecord, metric: str = OBJECTIVE) -> MethodResult:
     elif not mods:
         mods = _dataset_modalities(record.params.get("data.path", ""))
     return MethodResult(
-        fusion=record.fusion, trial=record.trial, run_id=record.run_id, fold_f1=fold_f1, data_hash=data_hash,
+        fusion=record.fusion, trial=record.trial, run_id=record.run_id, fold_f1=by_part[min(by_part)],
+        partition_f1=by_part if len(by_part) > 1 else {}, test_seen=test_subjects_seen(runs), data_hash=data_hash,
+        selected=tuple(f"{n}: trial {t.trial} (run {t.run_id})" for n, t in record.picks),
         split_hashes=splits, partitions_hash=record.tags.get("partitions_hash", ""),
         data_description=describe_dataset(record.params.get("data.path", ""), data_hash),
         objective=record.metric(metric), objective_metric=metric, sweep=record.sweep, modalities=mods, aus=aus,
@@ -276,19 +358,20 @@ def trial_seeds(record: TrialRecord) -> int:
 
 
 def prediction_runs(record: TrialRecord) -> list[FoldRun]:
-    """The fold runs whose test predictions a report compares: per (fold, `seed` tag), the latest FINISHED one
-    holding test metrics (without seed tags: one per fold, the runs of the report's table)."""
-    chosen: dict[tuple[str, str], FoldRun] = {}
+    """The fold runs whose test predictions a report compares: per (partition, fold, `seed` tag), the latest
+    FINISHED one holding test metrics (without seed and partition tags: one per fold, the runs of the report's
+    table)."""
+    chosen: dict[tuple[int, str, str], FoldRun] = {}
     for f in sorted(record.folds, key=lambda f: f.start_time):
         if f.status == "FINISHED" and "test/f1_mean" in f.metrics:
-            chosen[(f.fold, f.tags.get("seed", ""))] = f
+            chosen[(f.partition, f.fold, f.tags.get("seed", ""))] = f
     return [chosen[k] for k in sorted(chosen)]
 
 
 def fold_predictions(client: MlflowClient, record: TrialRecord, folds: Iterable[FoldRun] | None = None) -> Predictions:
     """The per-frame test predictions (predictions/test_predictions.parquet) of the trial's fold runs `folds`
     (default: every fold run of the trial, what `farm promote` compares), as one Predictions. A run with a `seed`
-    tag whose file has no `seed` column gets that seed on its rows (files without either: seed 0).
+    (or `partition`) tag whose file has no such column gets that value on its rows (files without either: 0).
 
     Raises PredictionsUnavailable when a run's file cannot be downloaded, ValueError when one cannot be read.
     """
@@ -308,17 +391,19 @@ def fold_predictions(client: MlflowClient, record: TrialRecord, folds: Iterable[
             except (MlflowException, OSError) as e:
                 raise PredictionsUnavailable(f"fold {f.fold} of trial {record.trial} (run {f.run_id}) has no test "
                                              f"predictions ({PREDICTIONS_DIR}/{PREDICTIONS_FILE}): {e}") from None  # fmt: skip
-        if not any("seed" in f.tags for f in folds):
+        if not any(k in f.tags for f in folds for k in ("seed", "partition")):
             return Predictions.read(paths)
         parts = []
         for f, path in zip(folds, paths):
             part = Predictions.read([path])
-            if "seed" in f.tags and "seed" not in pq.read_schema(path).names:
-                try:
-                    part.seed = np.full(len(part.subject), int(f.tags["seed"]), dtype=np.int64)
-                except ValueError:
-                    raise ValueError(f"fold run {f.run_id} of trial {record.trial}: seed tag {f.tags['seed']!r} "
-                                     "is not an integer") from None  # fmt: skip
+            names = pq.read_schema(path).names
+            for key in ("seed", "partition"):  # the run's tag where the file has no column
+                if key in f.tags and key not in names:
+                    try:
+                        setattr(part, key, np.full(len(part.subject), int(f.tags[key]), dtype=np.int64))
+                    except ValueError:
+                        raise ValueError(f"fold run {f.run_id} of trial {record.trial}: {key} tag {f.tags[key]!r} "
+                                         "is not an integer") from None  # fmt: skip
             parts.append(part.to_table())
         try:
             return Predictions.from_table(pa.concat_tables(parts, promote_options="default"), ", ".join(map(str, paths)))
@@ -335,9 +420,9 @@ def trial_predictions(client: MlflowClient, record: TrialRecord) -> tuple[Predic
     try:
         return fold_predictions(client, record, runs), ""
     except PredictionsUnavailable as e:
-        return None, _first_line(e)
+        return None, first_line(e)
     except Exception as e:  # noqa: BLE001 - e.g. S3 without credentials here: the comparison says so
-        return None, f"{type(e).__name__}: {_first_line(e)}"
+        return None, f"{type(e).__name__}: {first_line(e)}"
 
 
 def val_robustness(record: TrialRecord) -> dict[str, float]:
@@ -391,7 +476,8 @@ def _versions_of_run(client: MlflowClient, run_id: str) -> str:
     return ", ".join(f"models:/{v.name}/{v.version}" for v in sorted(versions, key=lambda v: (v.name, int(v.version))))
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The message's first line ('' when empty)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else ""
 
@@ -406,8 +492,9 @@ def trial_test_study(client: MlflowClient, record: TrialRecord) -> RobustnessStu
         promotions = _promotion_runs(client, record)
     except Exception as e:  # noqa: BLE001 - a report without the test column, not no report
         promotions = []
-        notes.append(f"promotion runs could not be searched: {type(e).__name__}: {_first_line(e)}")
-    for run_id, is_promotion in [(r.info.run_id, True) for r in promotions] + [(record.run_id, False)]:
+        notes.append(f"promotion runs could not be searched: {type(e).__name__}: {first_line(e)}")
+    own = [] if record.picks else [(record.run_id, False)]  # a nested selection has no run of its own
+    for run_id, is_promotion in [(r.info.run_id, True) for r in promotions] + own:
         folder = ROBUSTNESS_CSV.rsplit("/", 1)[0]
         try:
             if ROBUSTNESS_CSV not in {a.path for a in client.list_artifacts(run_id, folder)}:
@@ -417,7 +504,7 @@ def trial_test_study(client: MlflowClient, record: TrialRecord) -> RobustnessStu
             with tempfile.TemporaryDirectory() as d:
                 rows = tuple(read_csv(client.download_artifacts(run_id, ROBUSTNESS_CSV, d)))
         except Exception as e:  # noqa: BLE001 - e.g. S3 without credentials here; the next run may have one
-            notes.append(f"{ROBUSTNESS_CSV} of run {run_id} could not be read: {type(e).__name__}: {_first_line(e)}")
+            notes.append(f"{ROBUSTNESS_CSV} of run {run_id} could not be read: {type(e).__name__}: {first_line(e)}")
             continue
         if is_promotion:
             versions = _versions_of_run(client, run_id)
@@ -443,38 +530,3 @@ def open_store(tracking_uri: str) -> MlflowClient:
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///") :]).exists():
         raise SweepLookupError(f"no MLflow store at {tracking_uri[len('sqlite:///') :]} ({tracking_uri})")
     return MlflowClient(tracking_uri)
-
-
-def report_sweeps(tracking_uri: str, sweeps: list[str], paper: str | None, out: str | Path,
-                  metric: str = OBJECTIVE, n_boot: int = 2000, seed: int = 0) -> tuple[Report, dict[str, Path]]:  # fmt: skip
-    """`farm report`: the best trial per fusion over the sweeps (by `metric`), reported into `out`.
-
-    A fusion present in several sweeps is represented by its best trial across them; the report's
-    notes say when the rows come from different datasets or folds. With AMF and another fusion, their
-    fold runs' test predictions are read and AMF is compared with each other method: a 95% paired
-    subject bootstrap of `n_boot` replicates (random seed `seed`); predictions that cannot be read make
-    that comparison "not comparable", not the report fail.
-    """
-    table = load_paper_table(paper) if paper else None  # a bad name fails before the store is read
-    if not sweeps:
-        raise SweepLookupError("name at least one sweep")
-    client = open_store(tracking_uri)
-    best: dict[str, TrialRecord] = {}
-    for sweep in sweeps:
-        refuse_nested(client, sweep, "farm report (the best trial per method, over all folds)")
-        for fusion, rec in best_per_fusion(trial_runs(client, sweep), metric).items():
-            if fusion not in best or rec.metric(metric) > best[fusion].metric(metric):
-                best[fusion] = rec
-    if not best:
-        raise SweepLookupError(f"no FINISHED trial with a finite {metric} in {', '.join(sweeps)} ({tracking_uri})")
-    compared = "amf" in best and len(best) > 1  # the report compares AMF with the others, nothing else
-    methods = []
-    for rec in best.values():
-        study = trial_test_study(client, rec)
-        preds, note = trial_predictions(client, rec) if compared else (None, "")
-        methods.append(replace(method_result(rec, metric), test_robustness=study.rows,
-                               test_robustness_source=study.source, test_robustness_run=study.run_id,
-                               test_robustness_note=study.note, predictions=preds, predictions_note=note))  # fmt: skip
-    aus = tuple(dict.fromkeys(a for m in methods for a in m.aus))
-    report = build_report(methods, aus, table, store=tracking_uri, n_boot=n_boot, seed=seed)
-    return report, write_report(report, out)

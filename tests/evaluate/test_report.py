@@ -32,11 +32,13 @@ def method(fusion, level, seed=0, aus=BP4D_AUS, **kw):
 def test_means_and_stds_over_folds():
     fold_f1 = {"P1": {"AU1": 0.2, "AU2": 0.5}, "P2": {"AU1": 0.4, "AU2": 0.7}, "P3": {"AU1": 0.3, "AU2": 0.3}}
     r = build_report([MethodResult("amf", "t", "r", fold_f1)], ["AU1", "AU2"]).rows[0]
-    assert r.au_mean["AU1"] == pytest.approx(0.3) and r.au_std["AU1"] == pytest.approx(np.std([0.2, 0.4, 0.3]))
-    assert r.au_mean["AU2"] == pytest.approx(0.5) and r.au_std["AU2"] == pytest.approx(np.std([0.5, 0.7, 0.3]))
+    assert r.au_mean["AU1"] == pytest.approx(0.3) and r.au_std["AU1"] == pytest.approx(np.std([0.2, 0.4, 0.3], ddof=1))
+    assert r.au_mean["AU2"] == pytest.approx(0.5) and r.au_std["AU2"] == pytest.approx(np.std([0.5, 0.7, 0.3], ddof=1))
     assert r.fold_avg == pytest.approx({"P1": 0.35, "P2": 0.55, "P3": 0.3})
     assert r.avg_mean == pytest.approx(np.mean([0.35, 0.55, 0.3]))
-    assert r.avg_std == pytest.approx(np.std([0.35, 0.55, 0.3]))  # population std, as farm/evaluate/cv.py
+    assert r.avg_std == pytest.approx(np.std([0.35, 0.55, 0.3], ddof=1))  # the sample std over folds
+    assert math.isnan(r.partition_std) and r.partition_avg == {0: r.avg_mean}  # one partition: no spread
+    assert "mean ± sample std (ddof = 1) over the 3 folds" in " ".join(build_report([r.method], ["AU1"]).notes())
 
 
 def test_avg_is_the_mean_over_folds_of_the_per_fold_au_mean_with_missing_aus_left_out():
@@ -45,8 +47,28 @@ def test_avg_is_the_mean_over_folds_of_the_per_fold_au_mean_with_missing_aus_lef
     r = build_report([m], BP4D_AUS).rows[0]
     per_fold = [np.mean([v for v in m.fold_f1[f].values()]) for f in FOLDS]
     assert r.avg_mean == pytest.approx(np.mean(per_fold), abs=1e-12)
-    assert r.avg_std == pytest.approx(np.std(per_fold), abs=1e-12)
+    assert r.avg_std == pytest.approx(np.std(per_fold, ddof=1), abs=1e-12)
     assert r.au_mean["AU24"] == pytest.approx(np.mean([m.fold_f1[f]["AU24"] for f in ("P1", "P3")]))
+
+
+def test_two_partitions_average_the_partitions_fold_means_and_give_their_sample_std(tmp_path):
+    r0 = {"P1": {"AU1": 0.2, "AU2": 0.5}, "P2": {"AU1": 0.4, "AU2": 0.7}, "P3": {"AU1": 0.3}}  # AU2 unknown in P3
+    r1 = {"P1": {"AU1": 0.6, "AU2": 0.1}, "P2": {"AU1": 0.5, "AU2": 0.3}, "P3": {"AU1": 0.1, "AU2": 0.2}}
+    m = MethodResult("amf", "t", "r", r0, partition_f1={0: r0, 1: r1})
+    report = build_report([m], ["AU1", "AU2"])
+    (row,) = report.rows
+    avgs = [np.mean([np.mean(list(p[f].values())) for f in FOLDS]) for p in (r0, r1)]
+    assert row.partition_avg == pytest.approx({0: avgs[0], 1: avgs[1]})
+    assert row.avg_mean == pytest.approx(np.mean(avgs)) and row.partition_std == pytest.approx(np.std(avgs, ddof=1))
+    assert row.au_mean["AU2"] == pytest.approx(np.mean([np.mean([0.5, 0.7]), np.mean([0.1, 0.3, 0.2])]))
+    assert row.au_std["AU1"] == pytest.approx(np.mean([np.std([0.2, 0.4, 0.3], ddof=1), np.std([0.6, 0.5, 0.1], ddof=1)]))
+    paths = write_report(report, tmp_path / "out")
+    md = paths["md"].read_text()
+    assert "3 folds (P1, P2, P3) x 2 partitions x 1 seed, joint protocol" in md
+    assert f"sample std over partitions {100 * np.std(avgs, ddof=1):.1f}" in md and "(sweep.partitions)" in md
+    with paths["csv"].open() as fh:
+        (avg,) = [r for r in csv.DictReader(fh) if r["section"] == "test_f1" and r["au"] == "Avg"]
+    assert float(avg["partition_std_pct"]) == pytest.approx(100 * np.std(avgs, ddof=1)) and avg["num_partitions"] == "2"
 
 
 def test_markdown_headers_comparison_and_provenance():

@@ -186,12 +186,23 @@ def test_nested_protocol_runs_one_search_per_outer_fold_and_estimates_with_the_s
         assert re.search(rf"outer fold {f}: 2 trials \(Optuna study nested-{f}\), selected {selected[f].info.run_name}",
                          out)  # fmt: skip
 
-    # promote and report need one configuration over all folds: refused in one line that says why
-    for cmd in (["promote", "--sweep", "nested"], ["report", "--sweep", "nested", "--out", str(tmp_path / "rep")]):
-        bad = subprocess.run([*FARM, *cmd, "--tracking-uri", tracking_uri(tmp_path)], env=env, capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
-        assert bad.returncode != 0 and "Traceback" not in bad.stderr, bad.stderr
-        assert "used the nested protocol" in bad.stderr and "joint sweep" in bad.stderr, bad.stderr
+    # report and promote read the selection: each outer fold's selected trial's fold run, every subject once
+    rep = subprocess.run([*FARM, "report", "--sweep", "nested", "--out", str(tmp_path / "rep"), "--bootstrap", "200",
+                          "--tracking-uri", tracking_uri(tmp_path)], env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    names = ", ".join(f"{f}:{selected[f].info.run_name}" for f in FOLDS)
+    assert f"| AMF | farm: nested / {names.replace('_', chr(92) + '_')} |" in rep.stdout
+    assert "3 folds (P1, P2, P3) x 1 seed, nested protocol" in rep.stdout and "Nested protocol:" in rep.stdout
+    promo = subprocess.run([*FARM, "promote", "--sweep", "nested", "--model-name", "nested-amf", "--no-robustness",
+                            "--tracking-uri", tracking_uri(tmp_path)], env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert promo.returncode == 0, promo.stdout[-3000:] + promo.stderr[-3000:]
+    v = client.get_model_version_by_alias("nested-amf", "champion")
+    assert v.tags["selected_trials"] == ",".join(f"{f}:{selected[f].info.run_name}" for f in FOLDS)
+    assert dict(x.split(":") for x in v.tags["fold_run_ids"].split(",")) == {
+        f: children[selected[f].info.run_id][0].info.run_id for f in FOLDS}  # fmt: skip
+    assert "nested selection" in v.description
 
     # resuming the finished sweep searches no fold again and duplicates nothing
     again = subprocess.run([*FARM, "sweep", "--storage", str(tmp_path / "sweeps"), "--name", "nested", "--resume"],

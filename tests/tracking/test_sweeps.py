@@ -3,21 +3,16 @@
 import csv
 import math
 import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
+from store_helpers import FOLDS, T0, VAL_CONDITIONS, add_trial, fold_preds, fold_results
 
-from farm.checkpoints import Predictions
 from farm.config import BP4D_AUS
 from farm.data.store import read_meta
-from farm.evaluate.cv import aggregate_folds
 from farm.evaluate.promotion import decide
-from farm.metrics import summarize
-from farm.tracking.mlflow import PARENT_TAG, RunTracker
+from farm.tracking.reports import report_sweeps
 from farm.tracking.sweeps import (
     SweepLookupError,
     best_per_fusion,
@@ -25,96 +20,9 @@ from farm.tracking.sweeps import (
     fold_predictions,
     method_result,
     prediction_runs,
-    report_sweeps,
     trial_runs,
     trial_test_study,
 )
-
-FOLDS = ("P1", "P2", "P3")
-T0 = 1_700_000_000_000  # ms
-# the validation robustness conditions of a visual + depth fold (farm.data.perturb.metric_suffix), two sigmas
-VAL_CONDITIONS = ("missing_visual", "missing_depth", "noise_visual_0.1", "noise_visual_0.5", "noise_depth_0.1",
-                  "noise_depth_0.5", "noise_visual-depth_0.1", "noise_visual-depth_0.5")  # fmt: skip
-
-
-def fold_results(seed, robust=False):
-    """FoldResult-like dicts with per-AU counts; AU24 has no known label in fold P2 (F1 NaN, not logged).
-
-    robust: each fold also measured its best epoch on its validation subjects under VAL_CONDITIONS (an older
-    sweep did not)."""
-    rng = np.random.default_rng(seed)
-    rng_robust = np.random.default_rng(seed + 1000)  # the other numbers stay what they were without
-    out = []
-    for i, fold in enumerate(FOLDS):
-        counts = rng.integers(0, 40, (len(BP4D_AUS), 4))  # (A, 4) tp fp fn tn
-        if fold == "P2":
-            counts[-1] = 0
-        out.append({"fold": fold, "test": summarize(counts, BP4D_AUS), "val": {"f1_mean": float(rng.uniform(0.3, 0.6))},
-                    "split": {"hash": f"s{seed}{i}", "partitions_hash": "parts1"}, "data_hash": "data1"})  # fmt: skip
-        if robust:
-            out[-1]["val_robustness"] = {f"val/f1_{c}": float(rng_robust.uniform(0.05, 0.6)) for c in VAL_CONDITIONS}
-    return out
-
-
-def fold_preds(right, seed, subjects=12, frames=30):
-    """{fold: per-frame test predictions of that fold's subjects} (4 per fold), as the engine writes them: labels
-    shared by every model (drawn from seed 0), each known label predicted right with probability `right`."""
-    labels_rng, rng = np.random.default_rng(0), np.random.default_rng(seed)
-    subj = np.repeat([f"S{i:02d}" for i in range(subjects)], frames)
-    fold = np.repeat([FOLDS[i % 3] for i in range(subjects)], frames)
-    labels = (labels_rng.random((len(subj), len(BP4D_AUS))) < 0.35).astype(np.int8)
-    labels[labels_rng.random(labels.shape) < 0.03] = -1
-    probs = np.where((labels == 1) ^ (rng.random(labels.shape) >= right), 0.8, 0.2).astype(np.float32)
-    p = Predictions(subj.astype(object), np.full(len(subj), "T1", object), np.tile(np.arange(frames), subjects),
-                    fold.astype(object), probs, labels, BP4D_AUS)  # fmt: skip
-    return {f: p.select(np.flatnonzero(p.fold == f)) for f in FOLDS}
-
-
-def add_trial(client, exp_id, trial, fusion, seed, start, status="FINISHED", val=None, data_path="/nonexistent/data",
-              folds=True, robust=False, preds=None, params=None, tags=None):  # fmt: skip
-    """A parent run and its fold runs, logged the way farm/sweep/worker.py logs them (RunTracker).
-
-    preds: {fold: Predictions} logged as each fold run's predictions/test_predictions.parquet (without a seed
-    column, as the engine writes it); a list of them: one fold run per seed, tagged `seed` 0, 1, ..."""
-    results = fold_results(seed, robust)
-    parent = client.create_run(exp_id, run_name=trial, start_time=start,
-                               tags={"trial": trial, "sweep": "sw", "git_sha": "abc123", **(tags or {})}).info.run_id  # fmt: skip
-    pt = RunTracker(client, parent)
-    pt.log_params({"model.fusion": fusion, "data.aus": BP4D_AUS, "data.path": data_path,
-                   "data.modalities": "visual,depth" if robust else "", **(params or {})})  # fmt: skip
-    per_seed = preds if isinstance(preds, list) else [preds]
-    for r, i in [(r, i) for r in results for i in range(len(per_seed))] if folds else []:
-        seed_tag = {"seed": str(i)} if isinstance(preds, list) else {}
-        kid = client.create_run(exp_id, run_name=f"{trial}-{r['fold']}", start_time=start + 1,
-                                tags={PARENT_TAG: parent, "fold": r["fold"], "trial": trial, **seed_tag}).info.run_id  # fmt: skip
-        if per_seed[i] is not None:
-            with tempfile.TemporaryDirectory() as d:
-                path = Path(d) / "test_predictions.parquet"
-                pq.write_table(per_seed[i][r["fold"]].to_table().drop_columns(["seed"]), path)
-                client.log_artifact(kid, str(path), "predictions")
-        kt = RunTracker(client, kid)
-        for e in range(2):
-            kt.log_metrics({"val/f1_mean": r["val"]["f1_mean"] - 0.1 * (1 - e)}, step=e)
-        kt.log_metrics(
-            {"test/f1_mean": r["test"]["f1_mean"], **{f"test/f1_{a}": v for a, v in r["test"]["f1"].items()}}
-        )
-        kt.log_metrics({f"test/count_{k}_{a}": c[k] for a, c in r["test"]["counts"].items() for k in c})
-        if r.get("val_robustness"):
-            kt.log_metrics(r["val_robustness"])  # the engine logs them once, at the end of the fold
-        kt.set_tags({"split.train": "F001 M001", "split.val": "F002", "split.test": "M002", "best_epoch": 1,
-                     "split_hash": r["split"]["hash"], "data_hash": r["data_hash"]})  # fmt: skip
-        kt.finish("FINISHED" if status == "FINISHED" else "KILLED")
-    if status == "FINISHED":
-        cv = aggregate_folds(results, BP4D_AUS)
-        cv["cv/val_f1_mean"] = cv["cv/val_f1_mean"] if val is None else val
-        pt.log_metrics(cv)
-        pt.log_metrics({f"fold/{r['fold']}/test_f1": r["test"]["f1_mean"] for r in results})
-        pt.set_tags({"data_hash": "data1", "split_hashes": ",".join(f"{r['fold']}:{r['split']['hash']}" for r in results),
-                     "partitions_hash": "parts1", "checkpoint": "/ckpt"})  # fmt: skip
-    else:
-        pt.log_metrics({"cv/val_f1_mean": 0.99})  # the ASHA-stopped trial looked best mid-way
-    pt.finish(status)
-    return parent
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +122,8 @@ def test_report_sweeps_avg_equals_the_logged_cv_test_f1(store, tmp_path):
     for r in report.rows:
         logged = client.get_run(r.method.run_id).data.metrics
         assert r.avg_mean == pytest.approx(logged["cv/test_f1_mean"], abs=1e-12)
-        assert r.avg_std == pytest.approx(logged["cv/test_f1_std"], abs=1e-12)
+        folds = [logged[f"fold/{f}/test_f1"] for f in FOLDS]  # the sample std over folds (ddof = 1)
+        assert r.avg_std == pytest.approx(np.std(folds, ddof=1), abs=1e-12)
         for au in BP4D_AUS:
             assert r.au_mean[au] == pytest.approx(logged[f"cv/test_f1_{au}"], abs=1e-12)
     md = paths["md"].read_text()
