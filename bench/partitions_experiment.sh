@@ -4,11 +4,13 @@
 # nested protocol; then the reports (corrected t over partitions and folds, Holm, the subject bootstrap).
 #
 #   bash bench/partitions_experiment.sh [OUT]     (OUT default runs/partitions; about an hour on 2 CPU cores)
+#   SEEDS=1 bash bench/partitions_experiment.sh    (one seed: 9 Ray Train workers a trial instead of 18, ~1 GB each)
 #
 # Wall time of each sweep goes to OUT/wall.tsv; the sweeps' leaderboards to OUT/<sweep>.log.
 set -euo pipefail
 OUT=${1:-runs/partitions}
 FARM=${FARM:-farm}
+SEEDS=${SEEDS:-2}
 mkdir -p "$OUT"
 STORE="sqlite:///$(realpath "$OUT")/mlflow.db"
 [ -f "$OUT/wall.tsv" ] || printf 'sweep\twall_s\n' > "$OUT/wall.tsv"
@@ -16,7 +18,7 @@ sweep() {  # name, then farm sweep's arguments; a sweep that finished before is 
   local name=$1; shift
   grep -q "^$name	" "$OUT/wall.tsv" && return 0
   local start; start=$(date +%s)
-  $FARM sweep "$@" --name "$name" --storage "$OUT/sweeps" --tracking-uri "$STORE" > "$OUT/$name.log" 2>&1
+  $FARM sweep "$@" --seeds "$SEEDS" --name "$name" --storage "$OUT/sweeps" --tracking-uri "$STORE" > "$OUT/$name.log" 2>&1
   printf '%s\t%s\n' "$name" "$(( $(date +%s) - start ))" >> "$OUT/wall.tsv"
 }
 sweep parts-amf-joint --space search_spaces/partitions_dropout.yaml --fusion amf

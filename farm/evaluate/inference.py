@@ -4,7 +4,8 @@ Plain PyTorch/NumPy/PyArrow (no MLflow): `farm promote` packages a `FoldEnsemble
 model, `farm predict` and `farm robustness` use it, and so can a script.
 
 - A fold model is the best-validation epoch of one cross-validation fold (`best.pt`); its test
-  subjects were never seen in its training or model selection.
+  subjects were never seen in its training or early stopping (under the joint protocol the choice of
+  configuration did see them, as other folds' validation subjects; a nested sweep's selection did not).
 - `FoldEnsemble` averages the fold models' probabilities. On new subjects this is the registered
   model (docs/registry.md says why an ensemble rather than a refit); on a fold's own test subjects
   use that fold's model alone (`predict_tensors(..., fold=...)`), as the robustness study does.

@@ -24,6 +24,7 @@ Units: `MethodResult.fold_f1` holds F1 in [0, 1] as logged; reports, CSV and plo
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -44,7 +45,8 @@ from farm.evaluate.paper import (
     load_paper_robustness,
     parse_condition,
 )
-from farm.evaluate.promotion import Comparison, compare, seeds_text
+from farm.evaluate.promotion import Comparison, compare
+from farm.evaluate.stats import holm
 
 if TYPE_CHECKING:
     from farm.checkpoints import Predictions
@@ -56,7 +58,8 @@ CSV_FIELDS = ("section", "source", "method", "fusion", "modalities", "au", "f1_m
               "paper_f1_pct", "paper_method", "sweep", "trial", "run_id", "data_hash", "split_hashes",
               "partitions_hash", "condition", "kind", "sigma", "f1", "delta", "split", "protocol", "seeds",
               "baseline", "baseline_fusion", "diff", "low", "high", "n_subjects", "n_frames", "n_boot", "seed",
-              "verdict", "num_partitions", "partition_std_pct", "joint_pct", "nested_pct", "nested_sweep")  # fmt: skip
+              "verdict", "num_partitions", "partition_std_pct", "joint_pct", "nested_pct", "nested_sweep",
+              "interval", "t_low", "t_high", "p_value", "p_holm", "n_units")  # fmt: skip
 LEVEL = 0.95
 """Coverage of the comparisons' bootstrap intervals."""
 
@@ -211,38 +214,62 @@ class MethodComparison:
     a: MethodSummary
     b: MethodSummary
     result: Comparison
-    """farm.evaluate.promotion.compare(a's predictions, b's): the difference, its interval, or why not compared."""
+    """farm.evaluate.promotion.compare(a's predictions, b's): the difference, its intervals, or why not compared."""
+    p_holm: float = math.nan
+    """The corrected t's p-value after Holm's correction over the report's comparisons (one comparison: its own)."""
 
     @property
     def verdict(self) -> str:
-        """'AMF beats late fusion', 'late fusion beats AMF', 'no detectable difference' or 'not comparable: ...'."""
+        """'AMF beats late fusion', 'late fusion beats AMF', 'no detectable difference' or 'not comparable: ...'.
+
+        A method beats the other only where the Nadeau-Bengio corrected t over the (partition, fold) units rejects
+        'no difference' at 5 % after Holm's correction: the claim is about the methods (trained again on other
+        subjects), not these trained models. The subject bootstrap, conditional on the trained models, is reported
+        beside it and decides nothing here (it decides `farm promote`, which is about these models)."""
         c, na, nb = self.result, self.a.method.label, self.b.method.label
         if not c.comparable:
             return c.reason
-        return {"a": f"{na} beats {nb}", "b": f"{nb} beats {na}"}.get(c.winner, "no detectable difference")
+        if not c.significant(self.p_holm, 1 - LEVEL):
+            return "no detectable difference"
+        return f"{na} beats {nb}" if c.difference > 0 else f"{nb} beats {na}"
 
     @property
     def words(self) -> str:
-        """The verdict with the numbers it follows from, in points: 'AMF beats late fusion by 2.1 [0.4, 3.9] points',
-        'late fusion beats AMF by 3.4 [1.2, 5.6] points' or 'AMF vs late fusion: no detectable difference: -0.8
-        [-2.9, 1.2] points' (AMF - late fusion)."""
+        """The verdict with the numbers it follows from, in points (A − B): 'late fusion beats AMF by 3.4 points
+        (corrected t [1.2, 5.6], Holm p 0.012)' or 'AMF vs late fusion: no detectable difference: -0.8 points
+        (corrected t [-6.9, 5.2], Holm p 0.71)'."""
         c, na, nb = self.result, self.a.method.label, self.b.method.label
-        d, lo, hi = (100 * v for v in (c.difference, c.ci_low, c.ci_high))
         if not c.comparable:
             return f"{na} vs {nb}: {c.reason}"
-        if c.winner == "a":
-            return f"{self.verdict} by {_p1(d)} [{_p1(lo)}, {_p1(hi)}] points"
-        if c.winner == "b":
-            return f"{self.verdict} by {_p1(-d)} [{_p1(-hi)}, {_p1(-lo)}] points"
-        return f"{na} vs {nb}: no detectable difference: {_p1(d)} [{_p1(lo)}, {_p1(hi)}] points"
+        d, lo, hi = (100 * v for v in (c.difference, c.t_low, c.t_high))
+        if math.isfinite(lo):
+            t = f"corrected t [{_p1(lo)}, {_p1(hi)}] over {c.n_units} units, {self.p_text}"
+        else:
+            t = f"no corrected t: {c.t_reason or 'not computed'}"
+        verdict = self.verdict
+        if verdict == "no detectable difference":
+            return f"{na} vs {nb}: no detectable difference: {_p1(d)} points ({t})"
+        winner_first = verdict.startswith(na)
+        return f"{verdict} by {_p1(d if winner_first else -d)} points ({t})"
+
+    @property
+    def p_text(self) -> str:
+        """'p 0.012' (one comparison) or 'p 0.004, Holm p 0.012'."""
+        c = self.result
+        if not math.isfinite(c.p_value):
+            return "no p-value"
+        if math.isfinite(self.p_holm) and abs(self.p_holm - c.p_value) > 1e-12:
+            return f"p {c.p_value:.3g}, Holm p {self.p_holm:.3g}"
+        return f"p {c.p_value:.3g}"
 
     @property
     def folds_seeds(self) -> str:
-        """'3 folds x 1 seed' (both) or 'AMF 3 folds x 2 seeds vs late fusion 3 folds x 1 seed', as compared."""
+        """'3 folds x 1 seed' (both) or 'AMF 3 folds x 2 seeds vs late fusion 3 folds x 1 seed', as compared (with
+        several partitions: '3 partitions x 3 folds x 2 seeds')."""
         c = self.result
         if not c.comparable:
             return ""
-        a, b = seeds_text(c.a_seeds), seeds_text(c.b_seeds)
+        a, b = c.units_text("a"), c.units_text("b")
         return a if a == b else f"{self.a.method.label} {a} vs {self.b.method.label} {b}"
 
     @property
@@ -436,6 +463,8 @@ def build_report(methods: list[MethodResult], aus: list[str] | tuple[str, ...], 
     else:
         pairs = tuple(compare_methods(a, b, n_boot, seed) for a in rows if a.method.fusion == "amf"
                       for b in rows if b.method.fusion != "amf")  # fmt: skip
+    adjusted = holm([p.result.p_value if p.result.comparable else math.nan for p in pairs])  # NaN: not counted
+    pairs = tuple(dataclasses.replace(p, p_holm=float(q)) for p, q in zip(pairs, adjusted))
     return Report(aus, rows, paper, store, robust, figures, pairs, n_boot, seed, contrast, tuple(estimates),
                   tuple(extra_notes))  # fmt: skip
 
@@ -556,25 +585,38 @@ class Report:
                     "statistic"]  # fmt: skip
         else:
             head = ["## Comparisons: AMF against each baseline", "", "AMF − baseline in test F1 points: the Avg statistic"]
-        lines = [*head[:-1], head[-1] + " (per fold the AU-mean F1 from the fold's pooled counts, mean over folds), "
-                 "recomputed from the folds' per-frame test predictions on the test frames "
-                 f"both methods predicted, with its {level} paired, subject-level bootstrap interval ({self.n_boot} "
-                 f"replicates, random seed {self.seed}; subjects resampled within each fold, and each fold's seeds "
-                 "where it has several). A method beats the other only where the interval excludes zero.", ""]  # fmt: skip
+        family = "" if len(self.pairs) < 2 else f", Holm-corrected over the {len(self.pairs)} comparisons"
+        lines = [*head[:-1], head[-1] + " (a unit is one trained fold model, a (partition, fold, seed): its AU-mean "
+                 "F1 from its pooled counts; mean over seeds, then folds, then partitions: the table's Avg), "
+                 "recomputed from the folds' per-frame test predictions on the test frames both methods predicted.",
+                 "",
+                 f"- **Corrected t** (decides the verdict): the Nadeau-Bengio corrected resampled t over the "
+                 "(partition, fold) units' paired differences, its variance inflated by 1/J + n_test/n_train for the "
+                 f"overlap of the training sets; two-sided p{family}. It is about the methods, trained again: a "
+                 "method beats the other only where its p is below 5 %. With one partition of 3 folds (J = 3) it "
+                 "is wide: more partitions (`--partitions`) narrow it.",
+                 f"- **Subject bootstrap** ({level}, conditional on these trained models): {self.n_boot} paired "
+                 f"replicates (random seed {self.seed}) of the test subjects, drawn within the folds (Rao-Wu "
+                 "rescaled, with a t quantile: with a few subjects a fold the plain percentile interval is too "
+                 "narrow) and applied to every partition, each unit's seeds resampled too. It says whether these "
+                 "models differ on subjects like these, not whether the methods do (it is what `farm promote` "
+                 "decides with).", ""]  # fmt: skip
         if self.pairs:
             diff = "A − B" if self.contrast else "AMF − baseline"
             first = "A F1 | B F1" if self.contrast else "AMF F1 | Baseline F1"
-            lines += [f"| Method | Baseline | {diff} (points) | {level} CI | {first} | Subjects | "
-                      "Frames | Folds x seeds | Protocol | Verdict |", "|" + "---|" * 11]  # fmt: skip
+            lines += [f"| Method | Baseline | {diff} (points) | Corrected t {level} CI | p{' (Holm)' if family else ''} "
+                      f"| Subject bootstrap {level} CI (these models) | {first} | Subjects | Frames | Units | "
+                      "Protocol | Verdict |", "|" + "---|" * 13]  # fmt: skip
             for p in self.pairs:
                 c = p.result
                 cells = [p.a.method.label, p.b.method.label]
                 if c.comparable:
-                    cells += [_p1(100 * c.difference), f"[{_p1(100 * c.ci_low)}, {_p1(100 * c.ci_high)}]",
-                              _p1(100 * c.a_f1), _p1(100 * c.b_f1), str(c.n_subjects), str(c.n_frames),
-                              p.folds_seeds]  # fmt: skip
+                    t_ci = f"[{_p1(100 * c.t_low)}, {_p1(100 * c.t_high)}]" if math.isfinite(c.t_low) else "–"
+                    cells += [_p1(100 * c.difference), t_ci, p.p_text.removeprefix("p "),
+                              f"[{_p1(100 * c.ci_low)}, {_p1(100 * c.ci_high)}]", _p1(100 * c.a_f1), _p1(100 * c.b_f1),
+                              str(c.n_subjects), str(c.n_frames), p.folds_seeds]  # fmt: skip
                 else:
-                    cells += ["–"] * 7
+                    cells += ["–"] * 9
                 cells += [p.protocol, p.verdict]
                 lines.append("| " + " | ".join(_md(x) for x in cells) + " |")
             lines.append("")
@@ -727,9 +769,11 @@ class Report:
         return path
 
     def comparison_csv_rows(self) -> list[dict[str, str]]:
-        """One row per (AMF, baseline) pair: diff = AMF − baseline, low / high its bootstrap interval, in points
-        (empty when not comparable); n_subjects, n_frames (common test frames), n_boot, seed (of the bootstrap),
-        num_folds and seeds (per fold, 'AMF vs baseline' where they differ) as compared; verdict in words."""
+        """One row per (AMF, baseline) pair: diff = AMF − baseline, low / high its subject-bootstrap interval
+        (conditional on the trained models), t_low / t_high the corrected t interval over the n_units (partition,
+        fold) units, in points (empty when not comparable); p_value its p, p_holm after Holm over the report's pairs;
+        n_subjects, n_frames (common test frames), n_boot, seed (of the bootstrap), num_folds, num_partitions and
+        seeds (per fold, 'AMF vs baseline' where they differ) as compared; verdict in words (from p_holm)."""
         out = []
         for p in self.pairs:
             c, a, b = p.result, p.a.method, p.b.method
@@ -741,7 +785,11 @@ class Report:
                 sa, sb = (min(x) if min(x) == max(x) else f"{min(x)}-{max(x)}" for x in (c.a_seeds, c.b_seeds))
                 row.update(diff=_num(100 * c.difference), low=_num(100 * c.ci_low), high=_num(100 * c.ci_high),
                            n_subjects=c.n_subjects, n_frames=c.n_frames,
-                           num_folds=len(c.folds), seeds=sa if sa == sb else f"{sa} vs {sb}")  # fmt: skip
+                           num_folds=len(c.folds), seeds=sa if sa == sb else f"{sa} vs {sb}",
+                           interval=f"subject bootstrap ({c.interval}), conditional on the trained models",
+                           t_low=_num(100 * c.t_low), t_high=_num(100 * c.t_high), p_value=_num(c.p_value),
+                           p_holm=_num(p.p_holm), n_units=c.n_units,
+                           num_partitions=max(len(c.partitions), 1))  # fmt: skip
             out.append(row)
         return out
 
@@ -937,9 +985,10 @@ def _compare(p: MethodComparison) -> str:
     a, b, c = p.a, p.b, p.result
     na, nb = a.method.label, b.method.label
     if c.comparable:
-        s = (f"{p.words} ({100 * LEVEL:g}% CI of {na} − {nb}; {na} {_p1(100 * c.a_f1)} vs {nb} {_p1(100 * c.b_f1)} "
-             f"on {c.n_frames} common test frames of {c.n_subjects} subjects, {p.folds_seeds}, {p.protocol} "
-             "protocol)")  # fmt: skip
+        boot = f"[{_p1(100 * c.ci_low)}, {_p1(100 * c.ci_high)}]"
+        s = (f"{p.words}; conditional on these trained models, the subject bootstrap's {100 * LEVEL:g}% interval "
+             f"of {na} − {nb} is {boot} ({na} {_p1(100 * c.a_f1)} vs {nb} {_p1(100 * c.b_f1)} on {c.n_frames} common "
+             f"test frames of {c.n_subjects} subjects, {p.folds_seeds}, {p.protocol} protocol)")  # fmt: skip
     else:
         va, vb = 100 * a.avg_mean, 100 * b.avg_mean
         table = (f"the table's Avg: {na} {va:.1f} vs {nb} {vb:.1f} ({round(va, 1) - round(vb, 1):+.1f} points)"

@@ -262,8 +262,8 @@ def footer(opts, nested: bool = False, finished: bool = True) -> list[str]:
           else f"open {store}")  # fmt: skip
     default_store = store == f"sqlite:///{Path('mlflow.db').resolve()}"
     promote = f"farm promote --sweep {opts.name}" + ("" if default_store else f" --tracking-uri {store}")
-    last = (f"register the best: {promote}" if not nested else "register a model: the nested estimate is of the "
-            "search procedure and each trial trained one fold; promote the best trial of a joint sweep")  # fmt: skip
+    last = (f"register the best: {promote}" if not nested else f"register the selection: {promote} (the fold "
+            "models of each outer fold's selected trial, one ensemble)")  # fmt: skip
     if not finished and not nested:
         last = "register the best: nothing to register yet (no trial finished)"
     return [f"results: Tune/Train in {Path(opts.storage) / opts.name}, MLflow experiment {opts.name!r} in {store}",

@@ -468,19 +468,21 @@ def test_a_large_difference_is_significant_and_none_is_not(tmp_path):
     good, poor = predictions(0.9, 1), predictions(0.6, 2)
     win = build_report([with_preds("amf", 0.5, good), with_preds("late", 0.4, poor, 2)], BP4D_AUS, n_boot=500)
     (p,) = win.pairs
-    d, lo, hi = (100 * v for v in (p.result.difference, p.result.ci_low, p.result.ci_high))
-    assert lo > 0 and p.verdict == "AMF beats late fusion"
-    assert p.words == f"AMF beats late fusion by {d:.1f} [{lo:.1f}, {hi:.1f}] points"
+    c = p.result
+    d, lo, hi, tlo, thi = (100 * v for v in (c.difference, c.ci_low, c.ci_high, c.t_low, c.t_high))
+    # the verdict is the corrected t's (one comparison: Holm's p is its own p); both intervals exclude zero here
+    assert lo > 0 and tlo > 0 and c.p_value < 0.05 and p.p_holm == c.p_value and p.verdict == "AMF beats late fusion"
+    assert p.words == f"AMF beats late fusion by {d:.1f} points (corrected t [{tlo:.1f}, {thi:.1f}] over 3 units, " \
+        f"p {c.p_value:.3g})"  # fmt: skip
     loss = build_report([with_preds("amf", 0.5, poor), with_preds("late", 0.4, good, 2)], BP4D_AUS, n_boot=500)
     (q,) = loss.pairs
-    d2, lo2, hi2 = (100 * v for v in (q.result.difference, q.result.ci_low, q.result.ci_high))
-    assert hi2 < 0 and q.verdict == "late fusion beats AMF"
-    assert q.words == f"late fusion beats AMF by {-d2:.1f} [{-hi2:.1f}, {-lo2:.1f}] points"
+    d2, hi2, tlo2, thi2 = (100 * v for v in (q.result.difference, q.result.ci_high, q.result.t_low, q.result.t_high))
+    assert hi2 < 0 and thi2 < 0 and q.verdict == "late fusion beats AMF"
+    assert q.words.startswith(f"late fusion beats AMF by {-d2:.1f} points (corrected t [{tlo2:.1f}, {thi2:.1f}]")
     same = build_report([with_preds("amf", 0.5, good), with_preds("cam", 0.4, good, 2)], BP4D_AUS, n_boot=500)
-    (r,) = same.pairs  # the same model twice: every paired replicate is zero
-    assert r.verdict == "no detectable difference" and r.words == (
-        "AMF vs ResNet-18+CAM: no detectable difference: 0.0 [0.0, 0.0] points"
-    )
+    (r,) = same.pairs  # the same model twice: every difference is zero, so is the t's variance
+    assert r.verdict == "no detectable difference"
+    assert r.words.startswith("AMF vs ResNet-18+CAM: no detectable difference: 0.0 points (no corrected t: ")
     # two models of the same quality, their errors drawn independently (label noise flipped symmetrically)
     alike = build_report([with_preds("amf", 0.5, predictions(0.75, 3)), with_preds("early", 0.4, predictions(0.75, 4))],
                          BP4D_AUS, n_boot=500)  # fmt: skip
@@ -488,9 +490,29 @@ def test_a_large_difference_is_significant_and_none_is_not(tmp_path):
     assert e.result.ci_low < 0 < e.result.ci_high and e.verdict == "no detectable difference"
     assert e.words.startswith("AMF vs early fusion: no detectable difference: ") and "beats" not in e.words
     (sentence,) = win.comparisons()
-    assert sentence.startswith(f"AMF beats late fusion by {d:.1f} [{lo:.1f}, {hi:.1f}] points (95% CI of AMF − late "
-                               "fusion; AMF ") and "on 480 common test frames of 12 subjects, 3 folds x 1 seed, " \
-        "joint protocol)." in sentence  # fmt: skip
+    assert sentence.startswith(f"AMF beats late fusion by {d:.1f} points (corrected t [{tlo:.1f}, {thi:.1f}]")
+    assert f"conditional on these trained models, the subject bootstrap's 95% interval of AMF − late fusion is " \
+        f"[{lo:.1f}, {hi:.1f}] (AMF " in sentence  # fmt: skip
+    assert "on 480 common test frames of 12 subjects, 3 folds x 1 seed, joint protocol)." in sentence
+
+
+def test_the_verdict_follows_holms_correction_over_the_reports_comparisons():
+    import dataclasses
+
+    from farm.evaluate.stats import holm
+
+    good, poor, mid = predictions(0.9, 1), predictions(0.6, 2), predictions(0.62, 3)
+    rep = build_report([with_preds("amf", 0.5, good), with_preds("late", 0.4, poor, 2), with_preds("early", 0.4, mid, 3)],
+                       BP4D_AUS, n_boot=200)  # fmt: skip
+    assert len(rep.pairs) == 2
+    raw = [p.result.p_value for p in rep.pairs]
+    assert [p.p_holm for p in rep.pairs] == pytest.approx(list(holm(raw)))  # the family: the report's comparisons
+    p = rep.pairs[0]
+    # the same difference, significant alone, is not claimed once the correction lifts its p above 5 %
+    claimed = dataclasses.replace(p, result=dataclasses.replace(p.result, p_value=0.03), p_holm=0.03)
+    corrected = dataclasses.replace(claimed, p_holm=0.06)
+    assert claimed.verdict.endswith("beats " + p.b.method.label) or claimed.verdict.startswith(p.b.method.label)
+    assert corrected.verdict == "no detectable difference" and "p 0.03, Holm p 0.06" in corrected.words
 
 
 def test_two_seeds_per_fold_widen_the_interval_and_are_named():
@@ -527,7 +549,7 @@ def test_not_comparable_comparisons_say_why_and_the_report_is_still_written(tmp_
     md = paths["md"].read_text()
     assert "- AMF vs ResNet-18+CAM: not comparable: the two models share no test frame (different datasets?); the " \
         "table's Avg: AMF " in md  # fmt: skip
-    assert "| AMF | ResNet-18+CAM | – | – | – | – | – | – | – | joint | not comparable: the two models share" in md
+    assert "| AMF | ResNet-18+CAM | – | – | – | – | – | – | – | – | – | joint | not comparable: the two models share" in md
     with paths["csv"].open() as fh:
         rows = {r["baseline_fusion"]: r for r in csv.DictReader(fh) if r["section"] == "comparison"}
     assert rows["cam"]["verdict"].startswith("not comparable") and rows["cam"]["diff"] == rows["cam"]["low"] == ""
@@ -553,13 +575,18 @@ def test_csv_markdown_and_png_carry_the_intervals(tmp_path):
         assert (row["num_folds"], row["seeds"], row["protocol"], row["source"]) == ("3", "1", "per-modality", "farm")
     assert rows["late"]["verdict"] == "AMF beats late fusion"
     md = paths["md"].read_text()
-    assert "## Comparisons: AMF against each baseline" in md and "300 replicates, random seed 3" in md
-    c = report.pairs[0].result
-    assert report.pairs[0].b.method.fusion == "single:depth"  # the paper's row order
+    assert "## Comparisons: AMF against each baseline" in md and "300 paired replicates (random seed 3)" in md
+    pair = report.pairs[0]
+    c = pair.result
+    assert pair.b.method.fusion == "single:depth"  # the paper's row order
     assert (
-        f"| AMF | ResNet-18 (depth) | {100 * c.difference:.1f} | [{100 * c.ci_low:.1f}, {100 * c.ci_high:.1f}] "
+        f"| AMF | ResNet-18 (depth) | {100 * c.difference:.1f} | [{100 * c.t_low:.1f}, {100 * c.t_high:.1f}] | "
+        f"{pair.p_text.removeprefix('p ')} | [{100 * c.ci_low:.1f}, {100 * c.ci_high:.1f}] "
         f"| {100 * c.a_f1:.1f} | {100 * c.b_f1:.1f} | 12 | 480 | 3 folds x 1 seed | per-modality |"
     ) in md
+    for row in rows.values():  # the corrected t and Holm's p are in the CSV too
+        assert float(row["t_low"]) < float(row["diff"]) < float(row["t_high"]) and row["n_units"] == "3"
+        assert float(row["p_value"]) <= float(row["p_holm"]) <= 1
     assert md.count("Every farm number here: 3 folds (P1, P2, P3) x 1 seed, per-modality protocol.") == 2
     assert "per-modality protocol); paper: AMF 65.8 vs 61.1 (+4.7)." in md  # the paper's gap, beside ours
     without = write_report(dataclasses.replace(report, pairs=()), tmp_path / "plain")

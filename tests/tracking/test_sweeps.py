@@ -293,7 +293,8 @@ def test_report_sweeps_compares_amf_with_the_baseline_as_promote_would(store, tm
     assert (float(row["low"]), float(row["high"])) == pytest.approx((100 * d.ci_low, 100 * d.ci_high), abs=1e-9)
     assert (row["baseline"], row["n_boot"], row["seed"], row["run_id"]) == ("late fusion", "300", "2", ids["amf"])
     md = paths["md"].read_text()
-    assert f"| AMF | late fusion | {100 * c.difference:.1f} | [{100 * c.ci_low:.1f}, {100 * c.ci_high:.1f}] |" in md
+    assert f"| AMF | late fusion | {100 * c.difference:.1f} | [{100 * c.t_low:.1f}, {100 * c.t_high:.1f}] | " \
+        f"{pair.p_text.removeprefix('p ')} | [{100 * c.ci_low:.1f}, {100 * c.ci_high:.1f}] |" in md  # fmt: skip
     assert "Every farm number here: 3 folds (P1, P2, P3) x 1 seed, joint protocol." in md
 
 
