@@ -63,7 +63,15 @@ def start_local_ray(temp_dir: str | None = None, log: Callable[[str], None] = pr
 
     # Ray reads the variable once, when first imported; if something imported it earlier, apply it now
     ray_constants.ENABLE_RAY_CLUSTER = False
-    ray.init(**local_init_args(temp_dir))
+    try:
+        ray.init(**local_init_args(temp_dir))
+    except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception when its processes do not come up
+        from farm.sweep.options import SweepError
+
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SweepError(f"the local Ray did not start: {first} (an overloaded or memory-starved machine? its logs: "
+                         f"{temp_dir or '/tmp/ray'}/session_latest/logs); nothing of the sweep ran: run the same "
+                         "command again") from None  # fmt: skip
     node_ip = ray.util.get_node_ip_address()
     if node_ip != LOCAL_IP:  # a Ray version that no longer honours the switch: refuse rather than listen on the LAN
         ray.shutdown()
