@@ -109,6 +109,41 @@ def log_ray_to_file(path: Path) -> Path:
     return path
 
 
+GPU_WAIT_VAR = "FARM_GPU_WAIT_S"
+"""Seconds a sweep that asks for GPUs (--gpus-per-fold) waits for the autoscaler to bring up a GPU node of a joined
+cluster that has none up (default 600; 0: refuse at once)."""
+
+
+def await_gpus(share: float, workers: int, log: Callable[[str], None] = print, timeout_s: float | None = None) -> bool:
+    """On a joined cluster with no GPU up, e.g. cluster.yaml's right after `ray up` (GPU workers from 0): ask Ray's
+    autoscaler for one trial's fold GPUs (`ray.autoscaler.sdk.request_resources`), wait until a GPU node is up, at
+    most `timeout_s` (FARM_GPU_WAIT_S), then withdraw the request (the sweep's own demand holds the nodes from then
+    on). Returns whether the cluster has GPUs; without, `plan_resources` refuses naming the cluster's resources."""
+    import time
+
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    if ray.cluster_resources().get("GPU", 0) > 0:
+        return True
+    timeout = float(os.environ.get(GPU_WAIT_VAR, "600")) if timeout_s is None else timeout_s
+    if timeout <= 0:
+        return False
+    log(f"no GPU node is up: asking the autoscaler for {workers} x {share:g} GPU and waiting up to {timeout:.0f} s "
+        f"({GPU_WAIT_VAR}=0: refuse at once)")  # fmt: skip
+    request_resources(bundles=[{"GPU": share}] * workers)
+    start = time.time()
+    try:
+        while time.time() - start < timeout:
+            if ray.cluster_resources().get("GPU", 0) > 0:
+                log(f"GPU node up after {time.time() - start:.0f} s")
+                return True
+            time.sleep(2)
+        return False
+    finally:
+        request_resources(bundles=[])
+
+
 TERMINATION = {"signal": 0}
 """The signal (SIGTERM, SIGHUP) that ended the sweep, once `forward_termination` saw one; 0 = none."""
 

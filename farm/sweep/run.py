@@ -36,7 +36,7 @@ from farm.sweep.leaderboard import OBJECTIVE
 from farm.sweep.leaderboard import log as _log
 from farm.sweep.options import SweepError, SweepOptions
 from farm.sweep.space import PROTOCOLS, SearchSpace, load_space, objectives
-from farm.sweep.trial import TRIAL_CPU, DefineByRun, Search, make_trainable, plan_resources
+from farm.sweep.trial import DefineByRun, Search, make_trainable, plan_resources
 
 __all__ = ["SweepError", "SweepOptions", "check_plan", "plan_resources", "resolve_options", "run_sweep"]
 
@@ -250,6 +250,11 @@ def run_sweep(opts: SweepOptions) -> list[dict[str, Any]]:
 
     forward_termination()  # SIGTERM / SIGHUP: as Ctrl-C, not Ray's crash dump
     per_trial = 1 if opts.protocol == "nested" else len(folds) * opts.partitions
+    if opts.gpus_per_fold and opts.address:  # an autoscaling cluster may have no GPU node up yet: ask for one
+        from farm.sweep.cluster import await_gpus
+        from farm.sweep.space import gpu_share
+
+        await_gpus(gpu_share(opts.gpus_per_fold), per_trial * opts.seeds, log=_log)
     resources = plan_resources(per_trial * opts.seeds, max_concurrent, opts)
     if not opts.resume:  # once the plan is accepted: a refused one leaves no sweep to --resume
         (sweep_dir / "sweep.json").write_text(json.dumps(asdict(opts), indent=2))
@@ -314,7 +319,7 @@ def run_search(search: Search, *, space: SearchSpace, opts: SweepOptions, base_f
     sweep_dir = Path(opts.storage) / opts.name
     epochs = int(base_flat["train.epochs"])
     trainable = tune.with_resources(make_trainable(base_flat, search, opts, exp_id, resources, relay, objs),
-                                    {"CPU": TRIAL_CPU})  # fmt: skip
+                                    resources["trial"])  # on the head (farm/sweep/trial.py trial_resources)  # fmt: skip
     storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}")
     grid = space.sweep.get("sampler", "tpe") == "grid"
     sampler = (optuna.samplers.GridSampler({p.key: list(p.choices) for p in space.params}, seed=opts.seed) if grid

@@ -17,6 +17,25 @@ from farm.sweep.space import SearchSpace
 
 TRIAL_CPU = 0.05
 """CPUs of a trial function: it only waits for its Ray Train run."""
+HEAD_RESOURCE = "node:__internal_head__"
+"""Ray's own resource of the head node (1.0 there, absent elsewhere)."""
+
+
+def trial_resources(head_cpus: float, max_concurrent: int) -> dict[str, float]:
+    """A trial function's resources: on the head node (Ray's `node:__internal_head__`, as Ray Train's own state
+    actor asks), because Ray Train attaches a run's controller to the node of the function that calls `fit()`: on
+    the head, a lost worker node costs a trial only its fold workers, which Ray Train restarts from the last round
+    (`FailureConfig`); on the lost node, the controller would die with it and the trial fail. TRIAL_CPU of the
+    head's CPUs when it has them for `max_concurrent` trials; a head with no CPUs for work (`num_cpus=0`) runs them
+    on none (they only wait)."""
+    return {HEAD_RESOURCE: 0.001, "CPU": TRIAL_CPU if head_cpus >= TRIAL_CPU * max_concurrent else 0.0}
+
+
+def node_resources() -> list[dict[str, float]]:
+    """The alive nodes' total resources (Ray's `ray.nodes()`)."""
+    import ray
+
+    return [dict(n["Resources"]) for n in ray.nodes() if n["Alive"]]
 
 
 class DefineByRun:
@@ -158,9 +177,10 @@ def describe_trial(client, run_id: str, trial: str, flat: dict[str, Any], search
         log_dataset(client, run_id, str(flat["data.path"]), "cross-validation", {"folds": ",".join(folds)})
 
 
-def plan_resources(num_workers: int, max_concurrent: int, opts: SweepOptions,
-                   total: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Resources of one Ray Train worker (a fold and seed of a trial) from the cluster's (`total`, default Ray's).
+def plan_resources(num_workers: int, max_concurrent: int, opts: SweepOptions, total: dict[str, float] | None = None,
+                   nodes: list[dict[str, float]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Resources of one Ray Train worker (a fold and seed of a trial) from the cluster's (`total` and the alive
+    `nodes`' own, default Ray's; `total` alone: one node), and of a trial function (`trial`, `trial_resources`).
 
     GPUs: `opts.gpus_per_fold` when given (e.g. 1/3: three workers share a GPU; no process group is formed
     between them, farm/sweep/trial.py make_trainable), else one per worker when a trial's workers fit on the
@@ -169,9 +189,12 @@ def plan_resources(num_workers: int, max_concurrent: int, opts: SweepOptions,
     if total is None:
         import ray
 
-        total = ray.cluster_resources()
+        total, nodes = ray.cluster_resources(), node_resources()
+    nodes = nodes if nodes is not None else [{**total, HEAD_RESOURCE: 1.0}]
     gpus = int(total.get("GPU", 0))
     cpus = float(total.get("CPU", 1))
+    head_cpus = sum(n.get("CPU", 0.0) for n in nodes if n.get(HEAD_RESOURCE))
+    trial = trial_resources(head_cpus, max_concurrent)
     if opts.gpus_per_fold and not gpus:  # asked for GPUs: hours on CPUs would be a silent surprise
         from farm.sweep.options import SweepError
 
@@ -186,8 +209,13 @@ def plan_resources(num_workers: int, max_concurrent: int, opts: SweepOptions,
         share = 1.0 if num_workers <= gpus else math.floor(100 * gpus / num_workers) / 100
         if opts.gpus_per_fold:  # asked for: e.g. 1/3, a whole trial of 3 folds on one GPU
             share = gpu_share(opts.gpus_per_fold)
-        per_cpu = opts.cpus_per_fold or max(1.0, math.floor(cpus * share / gpus))
-        return {"gpu": True, "per_fold": {"CPU": per_cpu, "GPU": share}, "threads": int(per_cpu)}
-    free = cpus - TRIAL_CPU * max_concurrent  # the trial functions mostly wait for their folds
+        # a fold lands on one node: the CPUs per GPU of the poorest GPU node (less the trial functions' on a head)
+        per_gpu = min((n.get("CPU", 0.0) - (trial["CPU"] * max_concurrent if n.get(HEAD_RESOURCE) else 0.0))
+                      / n["GPU"] for n in nodes if n.get("GPU", 0) > 0)  # fmt: skip
+        per = per_gpu * share
+        per_cpu = opts.cpus_per_fold or (float(math.floor(per)) if per >= 1 else max(0.01, math.floor(100 * per) / 100))
+        return {"gpu": True, "per_fold": {"CPU": per_cpu, "GPU": share}, "threads": max(1, int(per_cpu)),
+                "trial": trial}  # fmt: skip
+    free = cpus - trial["CPU"] * max_concurrent  # the trial functions mostly wait for their folds
     per_cpu = opts.cpus_per_fold or max(0.1, math.floor(100 * free / (num_workers * max_concurrent)) / 100)
-    return {"gpu": False, "per_fold": {"CPU": per_cpu}, "threads": max(1, int(per_cpu))}
+    return {"gpu": False, "per_fold": {"CPU": per_cpu}, "threads": max(1, int(per_cpu)), "trial": trial}

@@ -161,6 +161,7 @@ def fold_worker(config: dict[str, Any]) -> None:
                                     **({"partition": unit["partition"]} if "partition" in unit else {})})  # fmt: skip
         tracker = FoldTracker(RunTracker(client, run_id), client, run_id)
         describe_fold(client, run_id, t["trial"], fold, unit["seed"] if seeded else None, unit.get("partition"))
+        tag_node(client, run_id)
 
     uploaded = {"s": 0.0}  # seconds this unit spent putting its round checkpoints into storage
 
@@ -248,6 +249,24 @@ def describe_fold(client: Any, run_id: str, trial: str, fold: str, seed: int | N
         tags = {NOTE: fold_description(trial, fold, seed, partition), **source_tags(provenance_tags()["git_sha"])}
         for k, v in tags.items():
             client.set_tag(run_id, k, v)
+
+
+NODE_TAG = "ray_node"
+"""A fold run's tags naming where it trained: `ray_node` (the Ray node id of its latest attempt), `ray_node_ip`,
+`ray_gpu_ids` (the GPUs Ray assigned it on that node, empty without) and `ray_node_first` (the node of its first
+attempt: a fold restarted on another node after a node loss has both)."""
+
+
+def tag_node(client: Any, run_id: str) -> None:
+    """Tag the fold run with the Ray node (and GPUs) this attempt runs on; the first attempt's node is kept."""
+    ctx = ray.get_runtime_context()
+    node = ctx.get_node_id()
+    gpus = ",".join(str(g) for g in ctx.get_accelerator_ids().get("GPU", []))
+    tags = {NODE_TAG: node, f"{NODE_TAG}_ip": ray.util.get_node_ip_address(), "ray_gpu_ids": gpus}
+    if f"{NODE_TAG}_first" not in client.get_run(run_id).data.tags:
+        tags[f"{NODE_TAG}_first"] = node
+    for k, v in tags.items():
+        client.set_tag(run_id, k, v)
 
 
 def log_fold_result(tracker: FoldTracker, result: dict[str, Any], fold_dir: Path, name: str) -> None:

@@ -106,10 +106,12 @@ def test_a_diverged_seed_is_named_in_its_reason():
 def test_resources_are_shared_by_folds_times_seeds():
     opts = SweepOptions()
     cpu = plan_resources(6, 1, opts, {"CPU": 2.0})  # 3 folds x 2 seeds on 2 CPUs
-    assert cpu == {"gpu": False, "per_fold": {"CPU": 0.32}, "threads": 1}
+    on_head = {"node:__internal_head__": 0.001, "CPU": 0.05}  # the trial function: on the head, 0.05 of its CPUs
+    assert cpu == {"gpu": False, "per_fold": {"CPU": 0.32}, "threads": 1, "trial": on_head}
     assert plan_resources(3, 2, opts, {"CPU": 16.0})["per_fold"] == {"CPU": 2.65}
-    assert plan_resources(6, 1, opts, {"CPU": 32.0, "GPU": 8.0}) == {"gpu": True, "per_fold": {"CPU": 4, "GPU": 1.0},
-                                                                     "threads": 4}  # fmt: skip
+    # 8 folds x 4 CPUs would leave nothing of 32 for the trial function: 3 each
+    assert plan_resources(6, 1, opts, {"CPU": 32.0, "GPU": 8.0}) == {"gpu": True, "per_fold": {"CPU": 3, "GPU": 1.0},
+                                                                     "threads": 3, "trial": on_head}  # fmt: skip
     shared = plan_resources(6, 1, opts, {"CPU": 16.0, "GPU": 4.0})  # one trial fits only by sharing the GPUs
     assert shared["per_fold"] == {"CPU": 2, "GPU": 0.66} and 6 * 0.66 <= 4
 
@@ -121,7 +123,7 @@ def test_gpus_per_fold_lets_a_whole_trial_share_one_gpu(tmp_path):
 
     opts = replace(SweepOptions(), gpus_per_fold="1/3")
     one = plan_resources(3, 1, opts, {"CPU": 16.0, "GPU": 1.0})  # 3 folds on one GPU, 5 CPUs each
-    assert one == {"gpu": True, "per_fold": {"CPU": 5, "GPU": 0.33}, "threads": 5} and 3 * 0.33 <= 1
+    assert one["per_fold"] == {"CPU": 5, "GPU": 0.33} and one["threads"] == 5 and 3 * 0.33 <= 1
     assert plan_resources(3, 1, SweepOptions(), {"CPU": 16.0, "GPU": 1.0})["per_fold"]["GPU"] == 0.33  # the default
     assert plan_resources(3, 1, SweepOptions(), {"CPU": 16.0, "GPU": 4.0})["per_fold"]["GPU"] == 1.0
     assert plan_resources(3, 1, replace(opts, gpus_per_fold="0.5"), {"CPU": 16.0, "GPU": 4.0})["per_fold"]["GPU"] == 0.5
@@ -245,3 +247,22 @@ def test_shipped_spaces_default_to_one_seed_and_the_joint_protocol():
             continue  # docs/results.md's seeds and partitions experiments: several seeds on purpose
         sweep = load_space(p).sweep
         assert sweep.get("seeds", 1) == 1 and sweep.get("protocol", "joint") == "joint", p.name
+
+
+def test_resources_on_a_multi_node_cluster_fit_one_node():
+    """A head with no CPUs for work and GPU workers of 2 CPUs: a fold's CPUs are those of one GPU node (not the
+    cluster's CPUs per GPU), and the trial functions run on the head with no CPU."""
+    from dataclasses import replace
+
+    head = {"node:__internal_head__": 1.0, "memory": 1e9}
+    workers = [{"CPU": 2.0, "GPU": 1.0}] * 3
+    big = {"node:__internal_head__": 1.0, "CPU": 8.0}  # a CPU head like cluster.yaml's m5.2xlarge
+    total = {"CPU": 6.0, "GPU": 3.0}
+    one = plan_resources(3, 2, SweepOptions(), total, [head, *workers])
+    assert one == {"gpu": True, "per_fold": {"CPU": 2.0, "GPU": 1.0}, "threads": 2,
+                   "trial": {"node:__internal_head__": 0.001, "CPU": 0.0}}  # fmt: skip
+    shared = plan_resources(3, 2, replace(SweepOptions(), gpus_per_fold="1/3"), total, [head, *workers])
+    assert shared["per_fold"] == {"CPU": 0.66, "GPU": 0.33} and 3 * 0.66 <= 2 and shared["threads"] == 1
+    # the head's own CPUs never make a GPU node's fold bigger than that node
+    mixed = plan_resources(3, 2, SweepOptions(), {"CPU": 14.0, "GPU": 3.0}, [big, *workers])
+    assert mixed["per_fold"] == {"CPU": 2.0, "GPU": 1.0} and mixed["trial"]["CPU"] == 0.05
