@@ -7,9 +7,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 FARM = [sys.executable, "-m", "farm.cli"]
@@ -165,3 +169,18 @@ def listeners(pids: set[int]) -> set[Listener]:
             if target.startswith("socket:[") and target[8:-1] in table:
                 found.add(Listener(pid, *table[target[8:-1]], cmd[:120]))
     return found
+
+
+def wait_for(url: str, seconds: float, what: str, log: Path) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:  # it answers (e.g. 401: Ray's token authentication is on)
+            return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(
+        f"{what} did not answer at {url} within {seconds:.0f} s:\n{log.read_text()[-3000:] if log.exists() else ''}"
+    )

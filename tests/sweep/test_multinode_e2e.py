@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from sweep_helpers import FARM, free_port, head_ports_args, kill_marked, marked
-from test_cluster_e2e import wait_for
+from sweep_helpers import FARM, free_port, head_ports_args, kill_marked, marked, wait_for
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,6 +181,18 @@ def test_farm_submit_runs_the_smoke_job_on_the_cluster(cluster):
     used = {names[k.data.tags["ray_node"]] for p in parents for k in kids[p.info.run_id]}
     print(f"\nfarm submit: smoke job's folds on {sorted(used)}; {time.time() - start:.0f} s")
     assert len(parents) == 2 and used <= set(WORKERS) and "head" not in used
+    assert "top trials by fold-mean validation F1" in out
+    client = MlflowClient(c["uri"])  # the server's view, as the UI shows it
+    for p in parents:
+        assert p.info.status == "FINISHED"
+        assert sorted(k.data.tags["fold"] for k in kids[p.info.run_id]) == FOLDS
+        assert all(k.info.status == "FINISHED" and "test/f1_mean" in k.data.metrics for k in kids[p.info.run_id])
+    # artifacts went through the relay (bytes) into the server's artifact store
+    first = kids[parents[0].info.run_id][0]
+    assert [a.path for a in client.list_artifacts(first.info.run_id, "predictions")] == [
+        "predictions/test_predictions.parquet"
+    ]
+    assert (shared / "sweeps" / "mn-smoke" / "sweep.json").exists()  # Tune/Train state on "shared storage"
 
 
 def test_a_worker_node_lost_mid_trial_resumes_on_the_others(cluster):
