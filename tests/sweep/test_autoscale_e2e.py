@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sweep_helpers import FARM, free_port, head_ports_args, kill_marked
-from test_cluster_e2e import wait_for
+from sweep_helpers import FARM, free_port, head_ports_args, kill_marked, wait_for
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
