@@ -41,7 +41,7 @@ from farm.data.augment import scaled_block
 from farm.data.dataset import FrameDataset, collate_encoded
 from farm.data.device_augment import augment_batch, decode_crops, in_memory_format, normalize_batch
 from farm.data.folds import Split, make_split, redraw_partitions, resolve_partitions
-from farm.data.perturb import Condition, conditions, drop_modalities, metric_suffix, perturb
+from farm.data.perturb import Condition, condition_probs, conditions, draw_noise, drop_modalities, metric_suffix
 from farm.data.store import FrameStore
 from farm.files import atomic_path
 from farm.metrics import all_positive_f1, au_counts, summarize
@@ -309,11 +309,13 @@ def check_divergence(model: torch.nn.Module, metrics: dict[str, float], initial_
 @torch.no_grad()
 def robustness_f1(
     model: FusionModel, loader: DataLoader, device: torch.device, conds: list[Condition], aus: tuple[str, ...],
-    seed: int = 0, *, precision: str = "fp32", channels_last: bool = False,
+    seed: int = 0, *, precision: str = "fp32", channels_last: bool = False, cached: bool = True,
 ) -> dict[str, float]:  # fmt: skip
     """AU-mean F1 under each condition, every batch decoded once for all conditions: {'val/f1_<condition>': F1}.
 
-    The noise of condition j comes from a generator seeded with (seed, j), so it is the same in every run.
+    The noise of modality m at sigma comes from a generator seeded with (seed, j), j the first condition putting
+    it there (`draw_noise`), so it is the same in every run. `cached`: each backbone runs once per distinct input
+    and the fusion head once per condition (`condition_probs`; early fusion runs its whole forward anyway).
     """
     model.eval()
     gens = [torch.Generator().manual_seed(seed * 100_003 + j) for j in range(len(conds))]
@@ -321,10 +323,10 @@ def robustness_f1(
     for x, y, *aug in loader:
         xd = to_device_inputs(x, device, *aug, channels_last=channels_last)
         labels = y.numpy()
-        for cond, gen in zip(conds, gens):
-            with autocast(device, precision):
-                probs = model(perturb(xd, cond, gen))["probs"].float().cpu().numpy()
-            counts[cond] += au_counts(probs, labels)
+        probs = condition_probs(model, xd, conds, draw_noise(xd, conds, gens), lambda: autocast(device, precision),
+                                cached)  # fmt: skip
+        for cond in conds:
+            counts[cond] += au_counts(probs[cond].float().cpu().numpy(), labels)
     return {f"val/f1_{metric_suffix(c)}": summarize(counts[c], aus)["f1_mean"] for c in conds}
 
 
@@ -472,7 +474,8 @@ def fit_fold(
         val_robust = robustness_f1(model, loaders["val"], device, conds, tuple(cfg.data.aus), cfg.amf.eval_seed,
                                    **compute)  # fmt: skip
         tracker.log_metrics({**val_robust, "time/val_robustness_s": time.time() - t0})
-        log(f"validation robustness ({len(conds)} conditions, {time.time() - t0:.1f}s): worst missing "
+        how = "cached features" if model.feature_modalities else "full forward each: early fusion cannot split"
+        log(f"validation robustness ({len(conds)} conditions, {how}, {time.time() - t0:.1f}s): worst missing "
             f"{min((v for k, v in val_robust.items() if 'missing' in k), default=float('nan')):.3f}")  # fmt: skip
     return FoldResult(
         fusion=cfg.model.fusion, fold=split.fold, test=test, val=best_val, epochs_run=len(history), best_epoch=best_epoch,

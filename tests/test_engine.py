@@ -142,6 +142,34 @@ def test_validation_robustness_is_measured_on_validation_subjects_at_the_best_ep
     assert off.val_robustness == {}
 
 
+@pytest.mark.parametrize("fusion,precision,channels_last", [("amf", "fp32", False), ("amf", "bf16", True),
+                                                            ("late", "bf16", False), ("early", "fp32", True)])  # fmt: skip
+def test_validation_robustness_from_cached_features_equals_a_full_forward_per_condition(
+    tiny_dataset, fusion, precision, channels_last
+):
+    """Issue 22: the fold's robustness F1 from cached features (the default) is the full forwards' per condition,
+    under bf16 autocast and channels-last too; early fusion cannot split and takes the full forwards anyway."""
+    from farm.data.perturb import conditions
+    from farm.data.store import FrameStore
+    from farm.engine import build_loaders, build_training, fold_split, robustness_f1
+
+    cfg = _cfg(tiny_dataset, **{"model.fusion": fusion, "train.precision": precision,
+                                "train.channels_last": channels_last, "amf.eval_seed": 4})  # fmt: skip
+    store = FrameStore(tiny_dataset)
+    split, _ = fold_split(cfg, store)
+    mods = ("visual", "depth")
+    loader = build_loaders(cfg, store, split, mods)["val"]
+    torch.manual_seed(0)
+    model, _, _, compute = build_training(cfg, store, mods, torch.device("cpu"))
+    conds = conditions(mods, (0.2, 0.8))
+    args = (model, loader, torch.device("cpu"), conds, cfg.data.aus, cfg.amf.eval_seed)
+    cached = robustness_f1(*args, **compute)
+    full = robustness_f1(*args, **compute, cached=False)
+    assert len(cached) == len(conds) and all(0 <= v <= 1 for v in cached.values())
+    assert cached.keys() == full.keys() and all(abs(cached[k] - full[k]) <= 1e-6 for k in cached), (cached, full)
+    assert len(set(cached.values())) > 1  # the conditions reach the prediction
+
+
 def test_modality_dropout_zeroes_whole_modalities_at_the_configured_rate_and_is_off_by_default():
     from farm.config import Config
     from farm.data.perturb import drop_modalities

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from farm.checkpoints import InputSpec, load_checkpoint, read_fold_models, save_fold_models
 from farm.config import from_dict
+from farm.data.perturb import Condition, Noise, condition_probs
 from farm.models import FusionModel, build_model
 
 
@@ -144,6 +145,15 @@ class FoldEnsemble:
         models = [self.models[fold]] if fold else list(self.models.values())
         x = {m: t.to(self.device) for m, t in x.items()}
         return torch.stack([model(x)["probs"].float() for model in models]).mean(0)
+
+    @torch.no_grad()
+    def predict_conditions(
+        self, x: dict[str, torch.Tensor], conds: list[Condition], noise: Noise, fold: str
+    ) -> dict[Condition, torch.Tensor]:
+        """Normalised inputs -> {condition: probabilities (N, A)} of one fold's model, from cached features."""
+        x = {m: t.to(self.device) for m, t in x.items()}
+        noise = {k: z.to(self.device) for k, z in noise.items()}
+        return {c: p.float() for c, p in condition_probs(self.models[fold], x, conds, noise).items()}
 
     def predict(self, images: dict[str, np.ndarray], missing: Iterable[str] = (), batch_size: int = 64) -> np.ndarray:
         """uint8 images -> probabilities (N, A), in batches."""

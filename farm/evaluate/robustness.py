@@ -10,7 +10,9 @@ selected on) under every condition:
 
 Per condition: per-AU F1 per fold, the fold mean of the AU-mean F1 (the paper's number) and its
 std over folds, and the change against clean. Every batch is decoded once and reused for all
-conditions; the noise comes from a generator seeded per (fold, condition).
+conditions, each backbone runs once per distinct input and the fusion head once per condition
+(`farm.data.perturb.condition_probs`); the noise comes from a generator seeded per (fold,
+condition), noise on all modalities reusing each modality's own draws (`draw_noise`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from farm.data.dataset import FrameDataset
-from farm.data.perturb import Condition, perturb
+from farm.data.perturb import Condition, draw_noise
 from farm.data.store import FrameStore
 from farm.evaluate.cv import sample_std
 from farm.evaluate.inference import FoldEnsemble
@@ -64,14 +66,17 @@ def evaluate(
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
         gens = [torch.Generator().manual_seed(seed * 100_003 + 1000 * fold_i + j) for j in range(len(conds))]
         counts = {c.name: np.zeros((len(spec.aus), 4), np.int64) for c in conds}
+        model = ensemble.models[fold]
         for x, y in loader:
             labels = y.numpy()
-            for cond, gen in zip(conds, gens):
-                probs = ensemble.predict_tensors(perturb(x, cond, gen), fold=fold).cpu().numpy()
-                counts[cond.name] += au_counts(probs, labels)
+            probs = ensemble.predict_conditions(x, conds, draw_noise(x, conds, gens), fold)
+            for cond in conds:
+                counts[cond.name] += au_counts(probs[cond].cpu().numpy(), labels)
         out[fold] = counts
         if progress:
-            progress(f"fold {fold}: {len(data)} test frames of {len(subjects)} subjects x {len(conds)} conditions")
+            how = "cached features" if model.feature_modalities else "full forward each"
+            progress(f"fold {fold}: {len(data)} test frames of {len(subjects)} subjects x {len(conds)} conditions "
+                     f"({how})")  # fmt: skip
     return out
 
 

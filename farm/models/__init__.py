@@ -1,4 +1,17 @@
-"""Fusion model registry. `build_model(cfg, channels, num_aus)` is the only place that reads config."""
+"""Fusion model registry. `build_model(cfg, channels, num_aus)` is the only place that reads config.
+
+The fusion contract (`FusionModel`, farm/models/heads.py): `model(x)` maps normalised images
+{modality: (B, C, H, W)} to a dict holding at least `probs` (B, A); `model.loss(out, target, mask)`
+gives the objective and its parts. Heads that read each modality through its own backbone also
+split that forward, `model(x) == model.fuse(model.modality_features(x))` (issue 22):
+- `feature_modalities`: the modalities `fuse` reads (TEMT-Net: its source; early fusion: none, it
+  cannot split because its one backbone reads the stacked channels);
+- `modality_features(x)`: {m: (B, D)} for those modalities present in x, each from x[m] alone;
+- `fuse(feats)`: the forward's output dict from those features.
+The robustness conditions use it to run each backbone once per distinct input and only `fuse`
+per condition (`farm.data.perturb.condition_probs`); amf, late, cam, mtut, temt and single do;
+early fusion runs its full forward per condition.
+"""
 
 from __future__ import annotations
 

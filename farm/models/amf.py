@@ -189,7 +189,7 @@ class AMF(FusionModel):
         scorer_input: str = "own",
     ) -> None:
         super().__init__()
-        self.modalities = tuple(backbones)
+        self.modalities = self.feature_modalities = tuple(backbones)
         self.backbones = nn.ModuleDict(backbones)
         dims = {b.feature_dim for b in backbones.values()}
         if len(dims) != 1:
@@ -213,8 +213,11 @@ class AMF(FusionModel):
         t = math.floor(epochs) if self.tau_unit == "epoch" else epochs
         self.tau = temperature(t, self.tau_start, self.tau_floor, self.tau_decay)
 
-    def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        feats = {m: self.backbones[m](x[m]) for m in self.modalities}  # a^k, each (B, D)
+    def modality_features(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: self.backbones[m](x[m]) for m in self.modalities if m in x}  # a^k (Eq. 1), each (B, D)
+
+    def fuse(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Eq. 2-9 from the features a^k; `forward(x)` is `fuse(modality_features(x))`."""
         # the selection runs in float32 under autocast too (a no-op in fp32): in bf16, u of Eq. 5 would take
         # 2,304 values (0 for 0.2 % of draws, the Gumbel tail cut at 5.5) and z would tie, to the first
         # modality's benefit, for 0.1 % of picks; (B, M, D) casts, negligible next to the (B, K, M, D) work

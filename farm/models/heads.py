@@ -21,19 +21,41 @@ def masked_bce_with_logits(logits: torch.Tensor, target: torch.Tensor, mask: tor
 
 
 class FusionModel(nn.Module):
-    """Base: a classifier on some fused feature, trained with masked BCE."""
+    """Base: a classifier on some fused feature, trained with masked BCE.
+
+    A model that reads each modality through its own backbone computes its forward in two halves,
+    `forward(x) = fuse(modality_features(x))`, so that the robustness conditions can reuse the features of the
+    modalities a condition leaves alone (`farm.data.perturb.condition_probs`, issue 22):
+    - `feature_modalities`: the modalities whose features `fuse` reads (TEMT-Net: its source only); empty for a
+      model that cannot split per modality (early fusion: one backbone on the stacked channels), which then
+      runs its whole forward under each condition;
+    - `modality_features(x)`: {m: (B, D)} for each of those modalities present in x, each from x[m] alone. In
+      eval mode a frame's feature depends on that frame's input only (BatchNorm uses its running statistics);
+    - `fuse(feats)`: `forward`'s output dict from every such modality's features.
+    """
 
     modalities: tuple[str, ...]
+    feature_modalities: tuple[str, ...] = ()
 
     def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits = self.forward_head(self.forward_features(x))  # (B, A)
-        return {"logits": logits, "probs": torch.sigmoid(logits)}
+        return self.fuse(self.modality_features(x))
 
-    def forward_features(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    def modality_features(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} does not split its forward per modality")
+
+    def fuse(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.outputs(self.forward_head(self.fuse_features(feats)))
+
+    def fuse_features(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-modality features -> the fused feature the classifier reads."""
         raise NotImplementedError
 
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         return self.classifier(feats)
+
+    @staticmethod
+    def outputs(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": logits, "probs": torch.sigmoid(logits)}  # (B, A) each
 
     def loss(
         self, out: dict[str, torch.Tensor], target: torch.Tensor, mask: torch.Tensor
@@ -51,22 +73,31 @@ class SingleModality(FusionModel):
 
     def __init__(self, modality: str, backbone: ResNetFeatures, num_aus: int) -> None:
         super().__init__()
-        self.modalities = (modality,)
+        self.modalities = self.feature_modalities = (modality,)
         self.backbone = backbone
         self.classifier = nn.Linear(backbone.feature_dim, num_aus)
 
-    def forward_features(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.backbone(x[self.modalities[0]])  # (B, D)
+    def modality_features(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: self.backbone(x[m]) for m in self.modalities if m in x}  # (B, D)
+
+    def fuse_features(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return feats[self.modalities[0]]  # (B, D)
 
 
 class EarlyFusion(FusionModel):
-    """Modalities stacked along the channel axis into one backbone (Table 1, 'Early fusion')."""
+    """Modalities stacked along the channel axis into one backbone (Table 1, 'Early fusion').
+
+    Its features mix every modality from the first convolution on: it cannot split per modality
+    (`feature_modalities` is empty), so each robustness condition runs the whole forward."""
 
     def __init__(self, modalities: tuple[str, ...], backbone: ResNetFeatures, num_aus: int) -> None:
         super().__init__()
         self.modalities = modalities
         self.backbone = backbone
         self.classifier = nn.Linear(backbone.feature_dim, num_aus)
+
+    def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.outputs(self.forward_head(self.forward_features(x)))
 
     def forward_features(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         stacked = torch.cat([x[m] for m in self.modalities], dim=1)  # (B, sum C, H, W)
@@ -78,13 +109,16 @@ class LateFusion(FusionModel):
 
     def __init__(self, backbones: dict[str, ResNetFeatures], num_aus: int) -> None:
         super().__init__()
-        self.modalities = tuple(backbones)
+        self.modalities = self.feature_modalities = tuple(backbones)
         self.backbones = nn.ModuleDict(backbones)
         dim = sum(b.feature_dim for b in backbones.values())
         self.classifier = nn.Linear(dim, num_aus)
 
-    def forward_features(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.cat([self.backbones[m](x[m]) for m in self.modalities], dim=1)  # (B, M*D)
+    def modality_features(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: self.backbones[m](x[m]) for m in self.modalities if m in x}  # each (B, D)
+
+    def fuse_features(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([feats[m] for m in self.modalities], dim=1)  # (B, M*D)
 
 
 class ChannelAttentionFusion(LateFusion):
@@ -98,6 +132,6 @@ class ChannelAttentionFusion(LateFusion):
             nn.Linear(dim, dim // reduction), nn.ReLU(inplace=True), nn.Linear(dim // reduction, dim), nn.Sigmoid()
         )
 
-    def forward_features(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        feats = super().forward_features(x)  # (B, M*D)
-        return feats * self.attention(feats)  # channel re-weighting, (B, M*D)
+    def fuse_features(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        fused = super().fuse_features(feats)  # (B, M*D)
+        return fused * self.attention(fused)  # channel re-weighting, (B, M*D)

@@ -66,20 +66,24 @@ class MTUT(FusionModel):
         super().__init__()
         if len(backbones) < 2:
             raise ValueError(f"MTUT needs at least two modalities, got {list(backbones)}")
-        self.modalities = tuple(backbones)
+        self.modalities = self.feature_modalities = tuple(backbones)
         self.backbones = nn.ModuleDict(backbones)
         self.classifiers = nn.ModuleDict({m: nn.Linear(b.feature_dim, num_aus) for m, b in backbones.items()})
         self.lambda_ssa, self.beta = lambda_ssa, beta
 
     def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        for m in self.modalities:
-            fmap = feature_map(self.backbones[m], x[m])  # F^m, (B, D, h, w)
-            out[f"fmap/{m}"] = fmap
-            out[f"logits/{m}"] = self.classifiers[m](fmap.mean(dim=(2, 3)))  # (B, A)
+        fmaps = {m: feature_map(self.backbones[m], x[m]) for m in self.modalities}  # F^m, each (B, D, h, w)
+        out = self.fuse({m: fmap.mean(dim=(2, 3)) for m, fmap in fmaps.items()})  # the pooled features, (B, D)
+        out.update({f"fmap/{m}": fmap for m, fmap in fmaps.items()})  # the SSA loss reads the maps
+        return out
+
+    def modality_features(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: feature_map(self.backbones[m], x[m]).mean(dim=(2, 3)) for m in self.modalities if m in x}  # (B, D)
+
+    def fuse(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {f"logits/{m}": self.classifiers[m](feats[m]) for m in self.modalities}  # each (B, A)
         # Unimodal networks; one multimodal prediction = the mean of their probabilities.
-        probs = torch.stack([torch.sigmoid(out[f"logits/{m}"]) for m in self.modalities]).mean(dim=0)  # (B, A)
-        out["probs"] = probs
+        out["probs"] = torch.stack([torch.sigmoid(out[f"logits/{m}"]) for m in self.modalities]).mean(dim=0)  # (B, A)
         return out
 
     def loss(

@@ -64,6 +64,7 @@ class TEMTNet(FusionModel):
         super().__init__()
         two_modalities(modalities)
         self.modalities = modalities
+        self.feature_modalities = modalities[:1]  # the source: the prediction reads it alone
         self.backbone = source
         self.classifier = nn.Linear(source.feature_dim, num_aus)
         self.generator = Generator(source.feature_dim, target_chans)
@@ -72,12 +73,18 @@ class TEMTNet(FusionModel):
     def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         source, target = self.modalities
         fmap = feature_map(self.backbone, x[source])  # a, (B, D, h, w)
-        logits = self.classifier(fmap.mean(dim=(2, 3)))  # (B, A)
-        out = {"logits": logits, "probs": torch.sigmoid(logits)}
+        out = self.fuse({source: fmap.mean(dim=(2, 3))})
         if self.lambda_transfer > 0 and self.training:  # the decoder serves training only
             out["reconstruction"] = self.generator(fmap, x[target].shape[-2:])  # G(a), (B, C_t, H, W)
             out["target_image"] = x[target]  # x_t: a regression target, never an input to the prediction
         return out
+
+    def modality_features(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The source's pooled features (B, D): the prediction reads no other modality."""
+        return {m: feature_map(self.backbone, x[m]).mean(dim=(2, 3)) for m in self.feature_modalities if m in x}
+
+    def fuse(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.outputs(self.classifier(feats[self.modalities[0]]))  # (B, A)
 
     def loss(
         self, out: dict[str, torch.Tensor], target: torch.Tensor, mask: torch.Tensor

@@ -6,6 +6,7 @@ import torch
 
 from farm.checkpoints import InputSpec, Predictions
 from farm.config import BP4D_AUS, unflatten
+from farm.data.dataset import FrameDataset
 from farm.data.perturb import Condition, conditions, perturb
 from farm.data.store import FrameStore
 from farm.evaluate import robustness
@@ -111,6 +112,36 @@ def test_robustness_table_shape_and_files(tiny_dataset, tmp_path):
     assert robustness.read_csv(paths["csv"])[3]["f1_mean"] == pytest.approx(rows[3]["f1_mean"])
     assert paths["png"].stat().st_size > 5000
     assert paths["md"].read_text().count("\n| ") == len(conds) + 1  # header + one line per condition
+
+
+@pytest.mark.parametrize("fusion", ["amf", "late", "early"])
+def test_robustness_rows_from_cached_features_are_those_of_a_full_forward_per_condition(tiny_dataset, fusion):
+    """Issue 22: `farm robustness` runs each backbone once per distinct input; its counts are those of the loop it
+    replaced (a forward per condition, a generator per (fold, condition)) for every condition but noise on all
+    modalities, which now reuses each modality's own draws (the same counts as full forwards on those draws)."""
+    from farm.data.perturb import draw_noise
+    from farm.metrics import au_counts
+
+    store = FrameStore(tiny_dataset)
+    ens = _ensemble(store, fusion)
+    conds = conditions(ens.spec.modalities, (0.5,))
+    counts = robustness.evaluate(ens, store, conds, batch_size=8, seed=2)
+    for fold_i, fold in enumerate(ens.models):
+        ds = FrameDataset(store, list(ens.test_subjects[fold]), ens.spec.modalities, ens.spec.aus, crop=CROP)
+        gens = [torch.Generator().manual_seed(2 * 100_003 + 1000 * fold_i + j) for j in range(len(conds))]
+        shared = [torch.Generator().manual_seed(2 * 100_003 + 1000 * fold_i + j) for j in range(len(conds))]
+        before = {c.name: np.zeros((12, 4), np.int64) for c in conds}
+        reused = {c.name: np.zeros((12, 4), np.int64) for c in conds}
+        for x, y in torch.utils.data.DataLoader(ds, batch_size=8):
+            noise = draw_noise(x, conds, shared)
+            for c, gen in zip(conds, gens):
+                before[c.name] += au_counts(ens.predict_tensors(perturb(x, c, gen), fold=fold).numpy(), y.numpy())
+                reused[c.name] += au_counts(ens.predict_tensors(perturb(x, c, noise=noise), fold=fold).numpy(),
+                                            y.numpy())  # fmt: skip
+        for c in conds:
+            assert np.array_equal(counts[fold][c.name], reused[c.name]), (fold, c.name)
+            if not (c.kind == "noise" and len(c.modalities) > 1):
+                assert np.array_equal(counts[fold][c.name], before[c.name]), (fold, c.name)
 
 
 def test_temt_ignores_its_target_modality_at_test_time(tiny_dataset):

@@ -70,6 +70,27 @@ def test_deterministic_under_seed(spec):
     assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
 
 
+@pytest.mark.parametrize("spec", SPECS)
+def test_forward_is_fuse_of_per_modality_features_except_early_fusion(spec):
+    """The split the robustness conditions reuse (issue 22): features of each modality from its own input and
+    frame alone, fused by `fuse`; early fusion mixes the modalities in its first convolution and cannot split."""
+    model, mods = _model(spec)
+    model.eval()
+    x = _batch(mods)
+    if spec == "early":
+        assert model.feature_modalities == ()
+        with pytest.raises(NotImplementedError, match="EarlyFusion"):
+            model.modality_features(x)
+        return
+    assert model.feature_modalities == (mods[:1] if spec == "temt" else mods)  # TEMT-Net predicts from its source
+    feats = model.modality_features(x)
+    assert list(feats) == list(model.feature_modalities) and all(f.shape == (3, 512) for f in feats.values())
+    assert torch.equal(model.fuse(feats)["probs"], model(x)["probs"])
+    for m in model.feature_modalities:
+        assert torch.equal(model.modality_features({m: x[m]})[m], feats[m])  # no other modality needed
+        assert torch.allclose(model.modality_features({m: x[m][1:2]})[m], feats[m][1:2], atol=1e-6)  # nor frame
+
+
 def test_unknown_fusion_raises_with_valid_names():
     with pytest.raises(KeyError, match="valid: amf, late"):
         parse_fusion("attention")
