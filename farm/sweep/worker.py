@@ -50,7 +50,10 @@ class FoldTracker:
     a step (test results) are written once per key. A skipped epoch's values are those the
     retrained epoch gets: training on the CPU is deterministic, and a fold resumed from `last.pt`
     retrains bit-exactly once `last.pt` holds the training loader's shuffling generator
-    (`loader_rng`, farm/engine.py; tests/sweep/test_faults_e2e.py checks it).
+    (`loader_rng`, farm/engine.py; tests/sweep/test_faults_e2e.py checks it). An attempt stopped after its round
+    was registered but before it wrote that epoch (Ctrl-C, SIGTERM: the group stops at any point) leaves the held
+    epochs in the round's `round.json` (`held`); the restart from that round writes them (tests/sweep/
+    test_signals_e2e.py: every epoch once).
     """
 
     def __init__(self, tracker: Any, client: Any, run_id: str) -> None:
@@ -70,6 +73,11 @@ class FoldTracker:
         if new:
             self.tracker.log_metrics(new)
             self.keys.update(new)
+
+    def held(self) -> list[list[Any]]:
+        """The epochs not written yet, as JSON: saved with each round, so a restart from that round (registered:
+        every fold reached it) writes them even when the attempt that trained them died before its flush."""
+        return [[metrics, step] for metrics, step in self.pending]
 
     def flush(self) -> None:
         """Write the held epochs (called once their round's report returned)."""
@@ -160,6 +168,9 @@ def fold_worker(config: dict[str, Any]) -> None:
                                     **({"seed": unit["seed"]} if seeded else {}),
                                     **({"partition": unit["partition"]} if "partition" in unit else {})})  # fmt: skip
         tracker = FoldTracker(RunTracker(client, run_id), client, run_id)
+        for metrics, step in state.pop("held", []):  # the restored round's epochs a dead attempt did not write
+            tracker.log_metrics(metrics, step=step)
+        tracker.flush()
         describe_fold(client, run_id, t["trial"], fold, unit["seed"] if seeded else None, unit.get("partition"))
         tag_node(client, run_id)
 
@@ -174,6 +185,7 @@ def fold_worker(config: dict[str, Any]) -> None:
 
     def send(metrics: dict[str, Any], final: bool = False) -> None:
         state["round"] = state["round"] + (0 if final else 1)
+        state["held"] = tracker.held() if tracker is not None else []
         write_text(fold_dir / ROUND_FILE, json.dumps(state))
         round_dir = f"round_{state['round']:04d}{'_final' if final else ''}"
         where = {"fold": fold, "seed": unit["seed"], **({"partition": unit["partition"]} if "partition" in unit else {})}

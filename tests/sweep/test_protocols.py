@@ -266,3 +266,29 @@ def test_resources_on_a_multi_node_cluster_fit_one_node():
     # the head's own CPUs never make a GPU node's fold bigger than that node
     mixed = plan_resources(3, 2, SweepOptions(), {"CPU": 14.0, "GPU": 3.0}, [big, *workers])
     assert mixed["per_fold"] == {"CPU": 2.0, "GPU": 1.0} and mixed["trial"]["CPU"] == 0.05
+
+
+def test_held_epochs_travel_with_the_round_and_are_written_once_on_restart(tmp_path):
+    """A fold's epoch is held until its round returns; the round file keeps what is held, so a restart from that
+    round writes it (the attempt that trained it may have died before writing), and never twice."""
+    from mlflow.tracking import MlflowClient
+
+    from farm.sweep.worker import FoldTracker
+    from farm.tracking.mlflow import RunTracker, ensure_store, get_or_create_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ensure_store(uri)
+    client = MlflowClient(uri)
+    run = get_or_create_run(client, client.create_experiment("e"), "t-P1")
+    first = FoldTracker(RunTracker(client, run), client, run)
+    first.log_metrics({"train/loss": 0.9, "val/f1_mean": 0.2}, step=0)
+    first.flush()  # round 1 returned
+    first.log_metrics({"train/loss": 0.8, "val/f1_mean": 0.3}, step=1)
+    saved = json.loads(json.dumps(first.held()))  # what round 2's round.json holds; the attempt dies unflushed
+    for _ in range(2):  # two restarts from round 2: the epoch is written once
+        again = FoldTracker(RunTracker(client, run), client, run)
+        for metrics, step in saved:
+            again.log_metrics(metrics, step=step)
+        again.flush()
+    steps = [m.step for m in client.get_metric_history(run, "val/f1_mean")]
+    assert sorted(steps) == [0, 1]
