@@ -576,6 +576,11 @@ class Report:
             out += [e.sentence() for e in self.estimates]
         return out
 
+    @property
+    def one_partition(self) -> bool:
+        """Whether every comparison ran on one subject partition (or none ran)."""
+        return all(len(p.result.partitions) <= 1 for p in self.pairs)
+
     def comparison_markdown(self) -> list[str]:
         level = f"{100 * LEVEL:g}%"
         if self.contrast:
@@ -593,8 +598,9 @@ class Report:
                  f"- **Corrected t** (decides the verdict): the Nadeau-Bengio corrected resampled t over the "
                  "(partition, fold) units' paired differences, its variance inflated by 1/J + n_test/n_train for the "
                  f"overlap of the training sets; two-sided p{family}. It is about the methods, trained again: a "
-                 "method beats the other only where its p is below 5 %. With one partition of 3 folds (J = 3) it "
-                 "is wide: more partitions (`--partitions`) narrow it.",
+                 "method beats the other only where its p is below 5 %." + (
+                     " With one partition (J = the folds, e.g. 3: 2 degrees of freedom) it is wide: more "
+                     "partitions (`farm sweep --partitions`) narrow it." if self.one_partition else ""),
                  f"- **Subject bootstrap** ({level}, conditional on these trained models): {self.n_boot} paired "
                  f"replicates (random seed {self.seed}) of the test subjects, drawn within the folds (Rao-Wu "
                  "rescaled, with a t quantile: with a few subjects a fold the plain percentile interval is too "
