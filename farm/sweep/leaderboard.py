@@ -69,8 +69,9 @@ class Progress:
                     self.done.add(trial.trial_id)
                     if math.isfinite(v) and v > self.best:
                         self.best, self.best_trial = v, trial.trial_id
+                    sd = result.get("cv/test_f1_std", float("nan"))  # one fold (nested): no spread over folds
                     log(f"{label}trial {trial.trial_id} finished: fold-mean val F1 {v:.3f}, test F1 "
-                        f"{result.get('cv/test_f1_mean', float('nan')):.3f} ± {result.get('cv/test_f1_std', float('nan')):.3f}"
+                        f"{result.get('cv/test_f1_mean', float('nan')):.3f}{f' ± {sd:.3f}' if math.isfinite(sd) else ''}"
                         f"{seeds} | {self._status(trials)}")  # fmt: skip
                 elif stop or self.last_epoch.get(trial.trial_id) != result.get("epoch"):
                     self.last_epoch[trial.trial_id] = result.get("epoch")
