@@ -62,6 +62,11 @@ def sweep_args(tmp_path, name, *extra):
             "--tracking-uri", tracking_uri(tmp_path), "--name", name, *extra]  # fmt: skip
 
 
+def best_val(client, run) -> float:
+    """A fold run's best-epoch validation F1 (what the fold reports as its objective)."""
+    return max(m.value for m in client.get_metric_history(run.info.run_id, "val/f1_mean"))
+
+
 def runs_by_parent(tmp_path, name):
     client = MlflowClient(tracking_uri(tmp_path))
     exp = client.get_experiment_by_name(name)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sweep_helpers import runs_by_parent, sweep_args
+from sweep_helpers import best_val, runs_by_parent, sweep_args
 
 from farm.checkpoints import PREDICTIONS_DIR, PREDICTIONS_FILE, Predictions
 from farm.data.store import FrameStore
@@ -17,9 +17,6 @@ pytestmark = pytest.mark.slow
 SPACE = Path(__file__).parent / "spaces" / "partitions.yaml"
 FOLDS = ("P1", "P2", "P3")
 
-
-def best_val(client, run) -> float:
-    return max(m.value for m in client.get_metric_history(run.info.run_id, "val/f1_mean"))
 
 
 def test_two_partitions_train_six_fold_runs_on_two_subject_exclusive_splits(farm_env):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from sweep_helpers import FARM, runs_by_parent, sweep_args, tracking_uri
+from sweep_helpers import FARM, best_val, runs_by_parent, sweep_args, tracking_uri
 
 from farm.data.store import FrameStore
 from farm.engine import fold_split
@@ -20,10 +20,6 @@ pytestmark = pytest.mark.slow
 SPACES = Path(__file__).parent / "spaces"
 FOLDS = ("P1", "P2", "P3")
 
-
-def best_val(client, run) -> float:
-    """A fold run's best-epoch validation F1 (what the fold reports as its objective)."""
-    return max(m.value for m in client.get_metric_history(run.info.run_id, "val/f1_mean"))
 
 
 def test_two_seeds_per_fold_train_six_runs_and_the_parent_averages_seeds_first(farm_env):

@@ -1,30 +1,28 @@
 """Issue 23 item 3 end to end: SIGTERM (what `timeout`, SLURM, Kubernetes and `ray stop` send) ends `farm sweep` as
 Ctrl-C does, and `--resume` finishes it without a duplicate (a real local Ray, a real sqlite MLflow store)."""
 
-import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from sweep_helpers import FARM, runs_by_parent, sweep_args
+from sweep_helpers import FARM, marked, runs_by_parent, sweep_args
 
 pytestmark = pytest.mark.slow
 SPACE = Path(__file__).parent / "spaces" / "seeds.yaml"
 
 
-def marked_pids(marker: str) -> list[int]:
-    """Live processes whose environment holds `marker` (this test's Ray and workers inherit it)."""
-    pids = []
-    for pid in os.listdir("/proc"):
+def live(pids: set[int]) -> list[int]:
+    """The processes of `pids` still alive (a zombie holds nothing)."""
+    out = []
+    for pid in pids:
         try:
-            if pid.isdigit() and int(pid) != os.getpid() and marker.encode() in Path(f"/proc/{pid}/environ").read_bytes():
-                if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z":  # zombies hold nothing
-                    pids.append(int(pid))
+            if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z":
+                out.append(pid)
         except OSError:
             pass
-    return pids
+    return out
 
 
 def test_sigterm_in_epoch_one_cuts_the_trial_cleanly_and_resume_finishes_it(farm_env):
@@ -48,7 +46,7 @@ def test_sigterm_in_epoch_one_cuts_the_trial_cleanly_and_resume_finishes_it(farm
     assert "stopped by SIGTERM" in last and "--resume" in last, last
     assert "farm sweep --resume --name term" in text
     deadline = time.time() + 60  # the sweep's own Ray is gone with it
-    while (left := marked_pids(f"FARM_RAY_TEMP_DIR={env['FARM_RAY_TEMP_DIR']}")) and time.time() < deadline:
+    while (left := live(marked(f"FARM_RAY_TEMP_DIR={env['FARM_RAY_TEMP_DIR']}"))) and time.time() < deadline:
         time.sleep(1)
     assert not left, f"Ray processes of the sweep left running: {left}"
     client, parents, _ = runs_by_parent(tmp_path, "term")
